@@ -1,0 +1,382 @@
+// CPU kernels of polyfit. This file is compiled once per instruction set (setup.py: baseline,
+// AVX2+FMA, AVX-512) into its own library; polyfit/_backend.py loads the one the CPU supports,
+// as ATen does for its own kernels. The math is csrc/basis.h; this file only moves data:
+// SIMD packs, strided loads, threads and a deterministic reduction.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "../basis.h"
+#include "../ops.h"
+
+namespace polyfit::cpu {
+namespace {
+
+using at::Tensor;
+using at::vec::Vectorized;
+
+// U independent SIMD vectors advanced in lockstep. Each recurrence is a chain of dependent FMAs;
+// U chains in flight keep the FMA units busy instead of waiting on latency.
+constexpr int kU = 4;
+
+template <typename T>
+struct Pack {
+  using Vec = Vectorized<T>;
+  static constexpr int kWidth = Vec::size();
+  static constexpr int kLanes = kU * kWidth;
+  Vec v[kU];
+
+  Pack() = default;
+  explicit Pack(T s) {
+    for (int u = 0; u < kU; ++u) v[u] = Vec(s);
+  }
+  static Pack load(const T* p) {
+    Pack r;
+    for (int u = 0; u < kU; ++u) r.v[u] = Vec::loadu(p + u * kWidth);
+    return r;
+  }
+  void store(T* p) const {
+    for (int u = 0; u < kU; ++u) v[u].store(p + u * kWidth);
+  }
+  T sum() const {  // fixed order: lanes of each vector, then vectors
+    alignas(64) T buf[kLanes];
+    store(buf);
+    T s = T(0);
+    for (int i = 0; i < kLanes; ++i) s += buf[i];
+    return s;
+  }
+};
+
+#define POLYFIT_PACK_OP(OP)                                              \
+  template <typename T>                                                  \
+  inline Pack<T> operator OP(const Pack<T>& a, const Pack<T>& b) {       \
+    Pack<T> r;                                                           \
+    for (int u = 0; u < kU; ++u) r.v[u] = a.v[u] OP b.v[u];              \
+    return r;                                                            \
+  }
+POLYFIT_PACK_OP(+)
+POLYFIT_PACK_OP(-)
+POLYFIT_PACK_OP(*)
+POLYFIT_PACK_OP(&)
+#undef POLYFIT_PACK_OP
+
+#define POLYFIT_PACK_FMA(NAME)                                                      \
+  template <typename T>                                                             \
+  inline Pack<T> NAME(const Pack<T>& a, const Pack<T>& b, const Pack<T>& c) {       \
+    Pack<T> r;                                                                      \
+    for (int u = 0; u < kU; ++u) r.v[u] = at::vec::NAME(a.v[u], b.v[u], c.v[u]);    \
+    return r;                                                                       \
+  }
+POLYFIT_PACK_FMA(fmadd)
+POLYFIT_PACK_FMA(fmsub)
+POLYFIT_PACK_FMA(fnmadd)
+#undef POLYFIT_PACK_FMA
+
+// The domain-map helpers of basis.h, lane-wise.
+template <typename T>
+inline Pack<T> inside(const Pack<T>& x, const Pack<T>& lo, const Pack<T>& hi) {
+  Pack<T> r;
+  for (int u = 0; u < kU; ++u) r.v[u] = (x.v[u] >= lo.v[u]) & (x.v[u] <= hi.v[u]);
+  return r;
+}
+template <typename T>
+inline Pack<T> select(const Pack<T>& mask, const Pack<T>& a, const Pack<T>& b) {
+  Pack<T> r;
+  for (int u = 0; u < kU; ++u) r.v[u] = Vectorized<T>::blendv(b.v[u], a.v[u], mask.v[u]);
+  return r;
+}
+template <typename T>
+inline Pack<T> clamp_unit(const Pack<T>& t) {
+  Pack<T> r;
+  for (int u = 0; u < kU; ++u) r.v[u] = at::vec::clamp(t.v[u], Vectorized<T>(T(-1)), Vectorized<T>(T(1)));
+  return r;
+}
+
+// ---- loads and stores between storage (scalar_t) and compute packs (opmath) -----------------
+
+// Lanes [0, count) from p[i * stride]; lanes past count hold `fill`.
+template <typename T, typename scalar_t>
+inline Pack<T> load_lanes(const scalar_t* p, int64_t stride, int count, T fill) {
+  if constexpr (std::is_same_v<scalar_t, T>) {
+    if (stride == 1 && count == Pack<T>::kLanes) return Pack<T>::load(p);
+  }
+  alignas(64) T buf[Pack<T>::kLanes];
+  if (stride == 1) {
+    for (int i = 0; i < count; ++i) buf[i] = T(p[i]);
+  } else {
+    for (int i = 0; i < count; ++i) buf[i] = T(p[i * stride]);
+  }
+  for (int i = count; i < Pack<T>::kLanes; ++i) buf[i] = fill;
+  return Pack<T>::load(buf);
+}
+
+template <typename T, typename scalar_t>
+inline void store_lanes(const Pack<T>& v, scalar_t* p, int count) {
+  if constexpr (std::is_same_v<scalar_t, T>) {
+    if (count == Pack<T>::kLanes) return v.store(p);
+  }
+  alignas(64) T buf[Pack<T>::kLanes];
+  v.store(buf);
+  for (int i = 0; i < count; ++i) p[i] = scalar_t(buf[i]);
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Work items per parallel task so that a task does at least ATen's grain (32768) of element-operations.
+inline int64_t grain(int64_t work_per_item) {
+  constexpr int64_t kGrainSize = 32768;
+  return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, work_per_item));
+}
+
+// A lane fill for partial packs that maps to t = 0, where every basis is finite.
+template <typename T>
+inline T neutral_x(const Domain& d) {
+  return d.mapped ? T(0.5 * (d.lo + d.hi)) : T(0);
+}
+
+// Coefficients of the order-`order` derivative series with the chain-rule factor scale^order
+// folded in: K - order values written to out. `work` holds 2K scratch values.
+template <Basis B, typename T, typename V>
+inline const V* derived_coeffs(V* work, int K, int order, T scale_pow) {
+  V* cur = work;
+  V* nxt = work + K;
+  for (int o = 0; o < order; ++o) {
+    derivative<B, T>(cur, K - o, nxt);
+    std::swap(cur, nxt);
+  }
+  for (int k = 0; k < K - order; ++k) cur[k] = V(scale_pow) * cur[k];
+  return cur;
+}
+
+// ---- features --------------------------------------------------------------------------------
+
+template <typename scalar_t>
+void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& dom, bool increasing) {
+  using T = at::opmath_type<scalar_t>;
+  constexpr int L = Pack<T>::kLanes;
+  const int64_t M = x.size(0), sx = x.stride(0);
+  const int K = static_cast<int>(out.size(1));
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* op = out.mutable_data_ptr<scalar_t>();
+  const Window<T> w = dom.window<T>();
+  const T fill = neutral_x<T>(dom);
+
+  POLYFIT_DISPATCH_BASIS(basis, [&] {
+    at::parallel_for(0, ceil_div(M, L), grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
+      std::vector<T> tile(size_t(K) * L);
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t i0 = blk * L;
+        const int n = static_cast<int>(std::min<int64_t>(L, M - i0));
+        const Pack<T> t = map_to_window(load_lanes<T>(xp + i0 * sx, sx, n, fill), w);
+        basis_values<kBasis, T>(t, K, [&](int k, const Pack<T>& p) { p.store(tile.data() + size_t(k) * L); });
+        // The tile holds column k for L points; the output wants L rows of K.
+        scalar_t* o = op + i0 * K;
+        if (increasing) {
+          for (int j = 0; j < n; ++j)
+            for (int k = 0; k < K; ++k) o[int64_t(j) * K + k] = scalar_t(tile[size_t(k) * L + j]);
+        } else {
+          for (int j = 0; j < n; ++j)
+            for (int k = 0; k < K; ++k) o[int64_t(j) * K + (K - 1 - k)] = scalar_t(tile[size_t(k) * L + j]);
+        }
+      }
+    });
+  });
+}
+
+void features_cpu(const Tensor& x, Tensor& out, Basis basis, const Domain& dom, bool increasing) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "polyfit_features", [&] {
+    features_kernel<scalar_t>(x, out, basis, dom, increasing);
+  });
+}
+
+// ---- series: evaluation (forward) and its backward ----------------------------------------------
+
+template <typename scalar_t>
+struct SeriesView {
+  using T = at::opmath_type<scalar_t>;
+  const scalar_t* x;
+  int64_t sxr, sxn;
+  const scalar_t* c;
+  int64_t scr, sck;
+  int64_t R, N;
+  int K;
+
+  SeriesView(const Tensor& xt, const Tensor& ct)
+      : x(xt.const_data_ptr<scalar_t>()), sxr(xt.stride(0)), sxn(xt.stride(1)),
+        c(ct.const_data_ptr<scalar_t>()), scr(ct.stride(0)), sck(ct.stride(1)),
+        R(xt.size(0)), N(xt.size(1)), K(static_cast<int>(ct.size(1))) {}
+
+  void load_row_coeffs(int64_t r, T* dst) const {
+    const scalar_t* p = c + r * scr;
+    for (int k = 0; k < K; ++k) dst[k] = T(p[k * sck]);
+  }
+};
+
+// out[r, n] = weight[r, n] * s^order * series_order(coeffs[r], t(x[r, n])); weight optional.
+// Rows at least one pack long are walked row by row with broadcast coefficients; shorter rows
+// are packed across rows, each lane with its own coefficients (e.g. features' backward, N = 1).
+template <Basis B, typename scalar_t>
+void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, int64_t swr, int64_t swn,
+                 scalar_t* out, const Domain& dom) {
+  using T = at::opmath_type<scalar_t>;
+  using P = Pack<T>;
+  constexpr int L = P::kLanes;
+  const int K = s.K, Ke = K - order;
+  const Window<T> w = dom.window<T>();
+  const T scale_pow = T(std::pow(dom.scale, order));
+  const T fill = neutral_x<T>(dom);
+
+  if (s.N >= L || s.R == 1) {
+    const int64_t blocks_per_row = ceil_div(s.N, L);
+    at::parallel_for(0, s.R * blocks_per_row, grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
+      std::vector<T> work(2 * size_t(K));
+      const T* coef = nullptr;
+      const scalar_t* coef_row = nullptr;  // the row `coef` was derived from
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r = b / blocks_per_row, n0 = (b % blocks_per_row) * L;
+        const int n = static_cast<int>(std::min<int64_t>(L, s.N - n0));
+        if (s.c + r * s.scr != coef_row) {  // rows broadcast with stride 0 are derived once
+          coef_row = s.c + r * s.scr;
+          s.load_row_coeffs(r, work.data());
+          coef = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
+        }
+        const P t = map_to_window(load_lanes<T>(s.x + r * s.sxr + n0 * s.sxn, s.sxn, n, fill), w);
+        P y = series<B, T>([&](int k) { return P(coef[k]); }, Ke, t);
+        if (wp) y = y * load_lanes<T>(wp + r * swr + n0 * swn, swn, n, T(0));
+        store_lanes(y, out + r * s.N + n0, n);
+      }
+    });
+    return;
+  }
+
+  const int64_t M = s.R * s.N;
+  at::parallel_for(0, ceil_div(M, L), grain(int64_t(L) * K * (order + 2)), [&](int64_t b0, int64_t b1) {
+    std::vector<T> tile(size_t(K) * L);
+    std::vector<P> work(2 * size_t(K));
+    alignas(64) T xs[L], ws[L];
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t e0 = blk * L;
+      const int n = static_cast<int>(std::min<int64_t>(L, M - e0));
+      int64_t r = e0 / s.N, i = e0 % s.N;
+      for (int j = 0; j < L; ++j) {
+        if (j < n) {
+          xs[j] = T(s.x[r * s.sxr + i * s.sxn]);
+          ws[j] = wp ? T(wp[r * swr + i * swn]) : T(1);
+          const scalar_t* cp = s.c + r * s.scr;
+          for (int k = 0; k < K; ++k) tile[size_t(k) * L + j] = T(cp[k * s.sck]);
+          if (++i == s.N) i = 0, ++r;
+        } else {
+          xs[j] = fill;
+          ws[j] = T(0);
+          for (int k = 0; k < K; ++k) tile[size_t(k) * L + j] = T(0);
+        }
+      }
+      for (int k = 0; k < K; ++k) work[k] = P::load(tile.data() + size_t(k) * L);
+      const P* coef = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
+      const P t = map_to_window(P::load(xs), w);
+      P y = series<B, T>([&](int k) { return coef[k]; }, Ke, t);
+      if (wp) y = y * P::load(ws);
+      store_lanes(y, out + e0, n);
+    }
+  });
+}
+
+void series_cpu(const Tensor& x, const Tensor& coeffs, Tensor& y, Basis basis, const Domain& dom,
+                int64_t derivative) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "polyfit_polyval", [&] {
+    const SeriesView<scalar_t> s(x, coeffs);
+    POLYFIT_DISPATCH_BASIS(basis, [&] {
+      eval_series<kBasis, scalar_t>(s, static_cast<int>(derivative), nullptr, 0, 0,
+                                    y.mutable_data_ptr<scalar_t>(), dom);
+    });
+  });
+}
+
+// Coefficient gradient: gc[r, :] = s^nu (D^T)^nu m_r with moments m_r[k] = sum_n g[r, n] P_k(t).
+// Each row is cut into fixed chunks whose partial moments are summed in a fixed order, so the
+// result does not depend on the number of threads.
+template <Basis B, typename scalar_t>
+void coeff_grad(const SeriesView<scalar_t>& s, int order, const scalar_t* gp, int64_t sgr, int64_t sgn,
+                scalar_t* gc, const Domain& dom) {
+  using T = at::opmath_type<scalar_t>;
+  using P = Pack<T>;
+  constexpr int L = P::kLanes;
+  constexpr int64_t kChunk = 64 * L;
+  const int K = s.K, Ke = K - order;
+  const Window<T> w = dom.window<T>();
+  const T fill = neutral_x<T>(dom);
+  const int64_t chunks = std::max<int64_t>(1, ceil_div(s.N, kChunk));
+  std::vector<double> partial(size_t(s.R * chunks) * Ke);
+
+  at::parallel_for(0, s.R * chunks, grain(std::min(s.N, kChunk) * Ke), [&](int64_t t0, int64_t t1) {
+    std::vector<P> acc(Ke);
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t r = task / chunks, c0 = (task % chunks) * kChunk;
+      const int64_t c1 = std::min(s.N, c0 + kChunk);
+      std::fill(acc.begin(), acc.end(), P(T(0)));
+      for (int64_t n0 = c0; n0 < c1; n0 += L) {
+        const int n = static_cast<int>(std::min<int64_t>(L, c1 - n0));
+        const P t = map_to_window(load_lanes<T>(s.x + r * s.sxr + n0 * s.sxn, s.sxn, n, fill), w);
+        const P g = load_lanes<T>(gp + r * sgr + n0 * sgn, sgn, n, T(0));
+        basis_values<B, T>(t, Ke, [&](int k, const P& p) { acc[k] = fmadd(g, p, acc[k]); });
+      }
+      double* dst = partial.data() + size_t(task) * Ke;
+      for (int k = 0; k < Ke; ++k) dst[k] = double(acc[k].sum());
+    }
+  });
+
+  const double scale_pow = std::pow(dom.scale, order);
+  at::parallel_for(0, s.R, grain(int64_t(K) * (chunks + order)), [&](int64_t r0, int64_t r1) {
+    std::vector<double> work(2 * size_t(K));
+    for (int64_t r = r0; r < r1; ++r) {
+      double* m = work.data();
+      double* h = work.data() + K;
+      for (int k = 0; k < Ke; ++k) {
+        double v = 0;
+        for (int64_t ch = 0; ch < chunks; ++ch) v += partial[size_t(r * chunks + ch) * Ke + k];
+        m[k] = v;
+      }
+      for (int o = order; o > 0; --o) {  // back through each derivative: Ke .. K coefficients
+        derivative_transpose<B, double>(m, K - o + 1, h);
+        std::swap(m, h);
+      }
+      for (int k = 0; k < K; ++k) gc[r * K + k] = scalar_t(scale_pow * m[k]);
+    }
+  });
+}
+
+void series_backward_cpu(const Tensor& grad, const Tensor& x, const Tensor& coeffs, Tensor& grad_x,
+                         Tensor& grad_coeffs, Basis basis, const Domain& dom, int64_t derivative) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "polyfit_polyval_backward", [&] {
+    const SeriesView<scalar_t> s(x, coeffs);
+    const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+    const int order = static_cast<int>(derivative);
+    POLYFIT_DISPATCH_BASIS(basis, [&] {
+      if (grad_x.defined())
+        eval_series<kBasis, scalar_t>(s, order + 1, gp, grad.stride(0), grad.stride(1),
+                                      grad_x.mutable_data_ptr<scalar_t>(), dom);
+      if (grad_coeffs.defined())
+        coeff_grad<kBasis, scalar_t>(s, order, gp, grad.stride(0), grad.stride(1),
+                                     grad_coeffs.mutable_data_ptr<scalar_t>(), dom);
+    });
+  });
+}
+
+const Kernels kCpuKernels{&features_cpu, &series_cpu, &series_backward_cpu};
+
+}  // namespace
+}  // namespace polyfit::cpu
+
+TORCH_LIBRARY_IMPL(polyfit, CPU, m) {
+  POLYFIT_REGISTER_KERNELS(::polyfit::cpu::kCpuKernels);
+}

@@ -1,0 +1,197 @@
+#include "ops.h"
+
+#include <ATen/ExpandUtils.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <vector>
+
+namespace polyfit {
+
+namespace {
+
+constexpr int64_t kMaxDegree = int64_t(1) << 20;  // keeps 2k+1 and friends far inside int
+
+void check_floating(const at::Tensor& t, const char* name) {
+  const auto s = t.scalar_type();
+  TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16,
+                   name, " must be a floating-point tensor (float16, bfloat16, float32 or float64); got ",
+                   s);
+}
+
+void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b,
+                       const char* b_name) {
+  TORCH_CHECK_VALUE(a.device() == b.device(), a_name, " and ", b_name,
+                    " must be on the same device; got ", a.device(), " and ", b.device());
+}
+
+// x and coeffs reduced to y[r, n] = series(coeffs[r, :], x[r, n]).
+struct SeriesLayout {
+  at::Tensor x;       // (R, N), any strides
+  at::Tensor coeffs;  // (R, K), any strides
+  std::vector<int64_t> out_shape;    // the shape of y
+  std::vector<int64_t> batch_shape;  // out_shape without N; empty for one shared polynomial
+  int64_t R = 1, N = 0, K = 0;
+};
+
+SeriesLayout series_layout(const at::Tensor& x, const at::Tensor& coeffs) {
+  check_floating(x, "x");
+  check_floating(coeffs, "coeffs");
+  check_same_device(x, "x", coeffs, "coeffs");
+  TORCH_CHECK_VALUE(coeffs.dim() >= 1, "coeffs must have at least one dimension (..., degree + 1); got a 0-dim tensor");
+  TORCH_CHECK_VALUE(coeffs.size(-1) >= 1, "coeffs must have a non-empty last dimension (degree + 1 >= 1); got shape ",
+                    coeffs.sizes());
+  TORCH_CHECK_VALUE(coeffs.size(-1) <= kMaxDegree + 1, "coeffs has ", coeffs.size(-1),
+                    " coefficients; at most ", kMaxDegree + 1, " are supported");
+  const auto dtype = at::promote_types(x.scalar_type(), coeffs.scalar_type());
+
+  SeriesLayout L;
+  L.K = coeffs.size(-1);
+  if (coeffs.dim() == 1) {  // one polynomial for every element of x
+    L.out_shape = x.sizes().vec();
+    L.N = x.numel();
+    L.x = x.reshape({1, L.N});
+    L.coeffs = coeffs.unsqueeze(0);
+  } else {  // one polynomial per row: x (*Bx, N), coeffs (*Bc, K), Bx and Bc broadcast
+    TORCH_CHECK_VALUE(x.dim() >= 1,
+                      "x must have at least one dimension (..., N) when coeffs is batched; got a 0-dim x");
+    const auto bx = x.sizes().slice(0, x.dim() - 1);
+    const auto bc = coeffs.sizes().slice(0, coeffs.dim() - 1);
+    std::vector<int64_t> batch;
+    try {
+      batch = at::infer_size(bx, bc);
+    } catch (const c10::Error&) {
+      TORCH_CHECK_VALUE(false, "coeffs batch shape ", bc, " does not broadcast with x batch shape ", bx,
+                        " (coeffs (*B, degree + 1) pairs with x (*B, N))");
+    }
+    L.N = x.size(-1);
+    L.R = c10::multiply_integers(batch);
+    L.batch_shape = batch;
+    L.out_shape = batch;
+    L.out_shape.push_back(L.N);
+    auto xs = batch, cs = batch;
+    xs.push_back(L.N);
+    cs.push_back(L.K);
+    // reshape keeps a view whenever the broadcast collapses (stride 0 included); copies otherwise.
+    L.x = x.expand(xs).reshape({L.R, L.N});
+    L.coeffs = coeffs.expand(cs).reshape({L.R, L.K});
+  }
+  L.x = L.x.to(dtype);
+  L.coeffs = L.coeffs.to(dtype);
+  return L;
+}
+
+void check_derivative(int64_t derivative) {
+  TORCH_CHECK_VALUE(derivative >= 0, "derivative must be a non-negative integer; got ", derivative);
+}
+
+}  // namespace
+
+Basis parse_basis(c10::string_view name) {
+  static const std::pair<const char*, Basis> kNames[] = {
+      {"power", Basis::Power},       {"chebyshev", Basis::Chebyshev}, {"legendre", Basis::Legendre},
+      {"hermite", Basis::Hermite},   {"hermite_e", Basis::HermiteE},  {"laguerre", Basis::Laguerre},
+  };
+  for (const auto& [n, b] : kNames) {
+    if (name == n) return b;
+  }
+  TORCH_CHECK_VALUE(false, "basis must be one of 'power', 'chebyshev', 'legendre', 'hermite', ",
+                    "'hermite_e', 'laguerre'; got '", std::string(name), "'");
+}
+
+Domain parse_domain(OptDomain domain) {
+  Domain d;
+  if (!domain.has_value()) return d;
+  const auto v = *domain;
+  TORCH_CHECK_VALUE(v.size() == 2, "domain must be a pair (a, b); got ", v.size(), " values");
+  const double a = v[0], b = v[1];
+  TORCH_CHECK_VALUE(std::isfinite(a) && std::isfinite(b), "domain must be finite; got (", a, ", ", b, ")");
+  TORCH_CHECK_VALUE(a != b, "domain must have a != b; got (", a, ", ", b, ")");
+  // numpy.polynomial's mapparms onto the window [-1, 1]
+  d.scale = 2.0 / (b - a);
+  d.offset = -(a + b) / (b - a);
+  d.lo = std::min(a, b);
+  d.hi = std::max(a, b);
+  d.mapped = true;
+  return d;
+}
+
+at::Tensor features(const at::Tensor& x, int64_t degree, c10::string_view basis, OptDomain domain,
+                    bool increasing, const Kernels& kernels) {
+  check_floating(x, "x");
+  TORCH_CHECK_VALUE(degree >= 0 && degree <= kMaxDegree, "degree must be an integer in [0, ", kMaxDegree,
+                    "]; got ", degree);
+  const Basis b = parse_basis(basis);
+  const Domain d = parse_domain(domain);
+  auto shape = x.sizes().vec();
+  shape.push_back(degree + 1);
+  at::Tensor out = at::empty(shape, x.options());
+  if (out.numel() == 0) return out;
+  at::Tensor out2 = out.view({x.numel(), degree + 1});
+  kernels.features(x.reshape({-1}), out2, b, d, increasing);
+  return out;
+}
+
+at::Tensor polyval(const at::Tensor& x, const at::Tensor& coeffs, c10::string_view basis,
+                   OptDomain domain, int64_t derivative, const Kernels& kernels) {
+  const Basis b = parse_basis(basis);
+  const Domain d = parse_domain(domain);
+  check_derivative(derivative);
+  SeriesLayout L = series_layout(x, coeffs);
+  at::Tensor y = at::empty({L.R, L.N}, L.x.options());
+  if (y.numel() > 0) {
+    if (derivative >= L.K) {
+      y.zero_();
+    } else {
+      kernels.series(L.x, L.coeffs, y, b, d, derivative);
+    }
+  }
+  return y.view(L.out_shape);
+}
+
+std::tuple<at::Tensor, at::Tensor> polyval_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                    const at::Tensor& coeffs, c10::string_view basis,
+                                                    OptDomain domain, int64_t derivative,
+                                                    std::array<bool, 2> output_mask,
+                                                    const Kernels& kernels) {
+  const Basis b = parse_basis(basis);
+  const Domain d = parse_domain(domain);
+  check_derivative(derivative);
+  SeriesLayout L = series_layout(x, coeffs);
+  check_floating(grad, "grad");
+  check_same_device(grad, "grad", x, "x");
+  TORCH_CHECK_VALUE(at::is_expandable_to(grad.sizes(), L.out_shape), "grad of shape ", grad.sizes(),
+                    " does not broadcast to the output shape ", L.out_shape);
+  at::Tensor g2 = grad.to(L.x.scalar_type()).expand(L.out_shape).reshape({L.R, L.N});
+
+  at::Tensor gx2, gc2;
+  if (output_mask[0]) gx2 = at::empty({L.R, L.N}, L.x.options());
+  if (output_mask[1]) gc2 = at::empty({L.R, L.K}, L.x.options());
+  if (L.R * L.N > 0) {
+    // Orders at or beyond the degree vanish; the kernel computes only what is left.
+    at::Tensor kx = gx2, kc = gc2;
+    if (gx2.defined() && derivative + 1 >= L.K) {
+      gx2.zero_();
+      kx = at::Tensor();
+    }
+    if (gc2.defined() && derivative >= L.K) {
+      gc2.zero_();
+      kc = at::Tensor();
+    }
+    if (kx.defined() || kc.defined()) kernels.series_backward(g2, L.x, L.coeffs, kx, kc, b, d, derivative);
+  } else if (gc2.defined()) {
+    gc2.zero_();
+  }
+
+  at::Tensor gx, gc;
+  if (gx2.defined()) gx = at::sum_to(gx2.view(L.out_shape), x.sizes()).to(x.scalar_type());
+  if (gc2.defined()) {
+    auto cs = L.batch_shape;
+    cs.push_back(L.K);
+    gc = at::sum_to(gc2.view(cs), coeffs.sizes()).to(coeffs.scalar_type());
+  }
+  return {gx, gc};
+}
+
+}  // namespace polyfit

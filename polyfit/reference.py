@@ -1,0 +1,149 @@
+"""Pure-PyTorch implementation of polyfit's contract.
+
+It serves every case the compiled kernels do not (no compiler at install time, devices without
+kernels such as MPS, ``POLYFIT_FORCE_FALLBACK=1``) and is the tests' second oracle beside
+numpy.polynomial. It is plain tensor code, so autograd differentiates it to any order.
+Inputs are assumed valid: polyfit's public functions check them first.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def map_domain(x: Tensor, domain: Optional[Sequence[float]]) -> tuple[Tensor, float]:
+    """t = offset + scale * x for domain (a, b) -> [-1, 1]; returns (t, scale)."""
+    if domain is None:
+        return x, 1.0
+    a, b = float(domain[0]), float(domain[1])
+    scale, offset = 2.0 / (b - a), -(a + b) / (b - a)
+    t = offset + scale * x
+    inside = (x >= min(a, b)) & (x <= max(a, b))
+    return torch.where(inside, t.clamp(-1.0, 1.0), t), scale
+
+
+def _first(basis: str, t: Tensor) -> Tensor:
+    if basis == "hermite":
+        return 2 * t
+    if basis == "laguerre":
+        return 1 - t
+    return t
+
+
+def _next(basis: str, k: int, t: Tensor, p1: Tensor, p0: Tensor) -> Tensor:
+    """P_{k+1} from P_k = p1 and P_{k-1} = p0."""
+    if basis == "power":
+        return p1 * t
+    if basis == "chebyshev":
+        return 2 * t * p1 - p0
+    if basis == "legendre":
+        return ((2 * k + 1) * t * p1 - k * p0) / (k + 1)
+    if basis == "hermite":
+        return 2 * t * p1 - 2 * k * p0
+    if basis == "hermite_e":
+        return t * p1 - k * p0
+    if basis == "laguerre":
+        return ((2 * k + 1 - t) * p1 - k * p0) / (k + 1)
+    raise ValueError(f"unknown basis {basis!r}")
+
+
+def basis_columns(t: Tensor, degree: int, basis: str) -> list[Tensor]:
+    """[P_0(t), ..., P_degree(t)]."""
+    cols = [torch.ones_like(t)]
+    if degree >= 1:
+        cols.append(_first(basis, t))
+    for k in range(1, degree):
+        cols.append(_next(basis, k, t, cols[k], cols[k - 1]))
+    return cols
+
+
+def features(x: Tensor, degree: int, basis: str = "power", *, domain=None, increasing: bool = True) -> Tensor:
+    t, _ = map_domain(x.to(_compute_dtype(x.dtype)), domain)
+    out = torch.stack(basis_columns(t, degree, basis), dim=-1)
+    if not increasing:
+        out = out.flip(-1)
+    return out.to(x.dtype)
+
+
+def derivative_coeffs(c: Tensor, basis: str) -> Tensor:
+    """Coefficients (last dim) of d/dt of the series, one fewer; like numpy's polyder, chebder, ..."""
+    K = c.shape[-1]
+    if K == 1:
+        return torch.zeros_like(c)
+    col = [c[..., k] for k in range(K)]
+    if basis in ("power", "hermite", "hermite_e"):
+        f = 2 if basis == "hermite" else 1
+        d = [f * (j + 1) * col[j + 1] for j in range(K - 1)]
+    elif basis == "chebyshev":
+        d = [None] * (K - 1)
+        for k in range(K - 1, 0, -1):
+            d[k - 1] = 2 * k * col[k] + (d[k + 1] if k + 1 <= K - 2 else 0)
+        d[0] = d[0] / 2
+    elif basis == "legendre":
+        d = [None] * (K - 1)
+        e = list(col)
+        for j in range(K - 1, 0, -1):
+            d[j - 1] = (2 * j - 1) * e[j]
+            if j >= 2:
+                e[j - 2] = e[j - 2] + e[j]
+    elif basis == "laguerre":
+        d = [None] * (K - 1)
+        s = torch.zeros_like(col[0])
+        for j in range(K - 1, 0, -1):
+            s = s + col[j]
+            d[j - 1] = -s
+    else:
+        raise ValueError(f"unknown basis {basis!r}")
+    return torch.stack(d, -1)
+
+
+def _clenshaw(t: Tensor, cols: list[Tensor], basis: str) -> Tensor:
+    """sum_k cols[k] * P_k(t) by the three-term recurrence, from the top coefficient down."""
+    K = len(cols)
+    if basis == "power":
+        y = cols[K - 1] + torch.zeros_like(t)
+        for k in range(K - 2, -1, -1):
+            y = y * t + cols[k]
+        return y
+    b1 = cols[K - 1] + torch.zeros_like(t)
+    b2 = torch.zeros_like(b1)
+    for k in range(K - 2, -1, -1):
+        if basis == "chebyshev":
+            b0 = cols[k] + (t if k == 0 else 2 * t) * b1 - b2
+        elif basis == "legendre":
+            b0 = cols[k] + (2 * k + 1) / (k + 1) * t * b1 - (k + 1) / (k + 2) * b2
+        elif basis == "hermite":
+            b0 = cols[k] + 2 * t * b1 - 2 * (k + 1) * b2
+        elif basis == "hermite_e":
+            b0 = cols[k] + t * b1 - (k + 1) * b2
+        elif basis == "laguerre":
+            b0 = cols[k] + (2 * k + 1 - t) / (k + 1) * b1 - (k + 1) / (k + 2) * b2
+        else:
+            raise ValueError(f"unknown basis {basis!r}")
+        b2, b1 = b1, b0
+    return b1
+
+
+def polyval(x: Tensor, coeffs: Tensor, basis: str = "power", *, domain=None, derivative: int = 0) -> Tensor:
+    """sum_k coeffs[..., k] P_k(t), or its derivative-th derivative in x; polyfit.polyval's layouts."""
+    out_dtype = torch.promote_types(x.dtype, coeffs.dtype)
+    dtype = _compute_dtype(out_dtype)
+    t, scale = map_domain(x.to(dtype), domain)
+    c = coeffs.to(dtype)
+    for _ in range(derivative):
+        c = derivative_coeffs(c, basis) * scale
+    if c.dim() == 1:
+        cols = [c[k] for k in range(c.shape[-1])]
+    else:
+        t = t.expand(torch.broadcast_shapes(t.shape[:-1], c.shape[:-1]) + t.shape[-1:])
+        cols = [c[..., k:k + 1] for k in range(c.shape[-1])]
+    return _clenshaw(t, cols, basis).to(out_dtype)
