@@ -106,9 +106,10 @@ def extensions():
         ))
     else:
         exts.append(CppExtension("polyfit._C", main_sources, extra_compile_args={"cxx": cxx}))
+    cpu_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC / "cpu").glob("*.cpp"))
     for isa, flags in CPU_ISAS:
         exts.append(CppExtension(
-            f"polyfit._cpu_{isa}", [f"{CSRC}/cpu/kernels.cpp"] + common,
+            f"polyfit._cpu_{isa}", cpu_sources + common,
             extra_compile_args={"cxx": cxx + flags},
         ))
     return exts
