@@ -147,7 +147,7 @@ class PolyvalFunction(torch.autograd.Function):
         if grad is None or not (need_x or need_c):
             return None, None, None, None, None
         x, coeffs = ctx.saved_tensors
-        gx, gc = PolyvalBackwardFunction.apply(grad, x, coeffs, *ctx.args, need_x, need_c)
+        gx, gc = PolyvalBackwardFunction.apply(grad, x, coeffs, *ctx.args, (need_x, need_c))
         return gx, gc, None, None, None
 
 
@@ -158,12 +158,12 @@ class PolyvalBackwardFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(grad, x, coeffs, basis, domain, derivative, need_x, need_c):
-        return torch.ops.polyfit.polyval_backward(grad, x, coeffs, basis, domain, derivative, [need_x, need_c])
+    def forward(grad, x, coeffs, basis, domain, derivative, output_mask):
+        return torch.ops.polyfit.polyval_backward(grad, x, coeffs, basis, domain, derivative, output_mask)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        grad, x, coeffs, basis, domain, derivative, need_x, need_c = inputs
+        grad, x, coeffs, basis, domain, derivative, output_mask = inputs
         ctx.save_for_backward(grad, x, coeffs)
         ctx.args = (basis, domain, derivative)
         ctx.set_materialize_grads(False)
@@ -177,10 +177,10 @@ class PolyvalBackwardFunction(torch.autograd.Function):
         if ggx is not None and (need_x or need_c):
             # grad_x = grad * P^(n+1)(x, c): its x-derivative is order n+2, its c-derivative the
             # order-(n+1) moments of grad * ggx; one fused call gives both.
-            d_x, d_c = PolyvalBackwardFunction.apply(grad * ggx, x, coeffs, basis, domain, n + 1, need_x, need_c)
+            d_x, d_c = PolyvalBackwardFunction.apply(grad * ggx, x, coeffs, basis, domain, n + 1, (need_x, need_c))
         if ggc is not None and need_x:
             # grad_c's moments are linear in grad: their x-derivative is grad * P^(n+1)(x, ggc).
-            extra, _ = PolyvalBackwardFunction.apply(grad, x, ggc, basis, domain, n, True, False)
+            extra, _ = PolyvalBackwardFunction.apply(grad, x, ggc, basis, domain, n, (True, False))
             d_x = extra if d_x is None else d_x + extra
         if need_grad:
             terms = []
@@ -190,7 +190,7 @@ class PolyvalBackwardFunction(torch.autograd.Function):
                 terms.append(PolyvalFunction.apply(x, ggc, basis, domain, n))
             if terms:
                 d_grad = _sum_to(sum(terms[1:], terms[0]), grad.shape)
-        return d_grad, d_x, d_c, None, None, None, None, None
+        return d_grad, d_x, d_c, None, None, None, None
 
 
 class FeaturesFunction(torch.autograd.Function):
@@ -217,6 +217,14 @@ class FeaturesFunction(torch.autograd.Function):
         # Each point's own series: x as (..., 1) against coefficients (..., K).
         gx = PolyvalFunction.apply(x.unsqueeze(-1), coeffs, basis, domain, 1).squeeze(-1)
         return gx.to(x.dtype), None, None, None, None
+
+
+# The same derivatives make torch.ops.polyfit.* differentiable when called directly (torch.export,
+# users of the op registry).
+if _backend.STATE.loaded:
+    for _name, _fn in [("features", FeaturesFunction), ("polyval", PolyvalFunction),
+                       ("polyval_backward", PolyvalBackwardFunction)]:
+        torch.library.register_autograd(f"polyfit::{_name}", _fn.backward, setup_context=_fn.setup_context)
 
 
 # ---------------------------------------------------------------------------------------------
