@@ -178,6 +178,19 @@ C10_DEVICE inline T* derive_in_place(T* work, int K, int order, T scale_pow) {
 
 // ---- host entry points (kernels.cu, series.cu, moments.cu) --------------------------------------
 
+// Coefficients of the order-`order` derivative series times scale^order, in opmath precision: row r
+// at data<T>() + r * row_stride (row_stride 0 when all rows are one broadcast row), K - order values.
+struct Derived {
+  at::Tensor buf;  // (rows, 2K) work space of the derivation
+  int64_t offset = 0;
+  int64_t row_stride = 0;
+  template <typename T>
+  const T* data() const {
+    return buf.const_data_ptr<T>() + offset;
+  }
+};
+Derived derive_coeffs_cuda(const at::Tensor& coeffs, Basis basis, const Domain& dom, int order);
+
 void features_cuda(const at::Tensor& x, at::Tensor& out, Basis basis, const Domain& dom, bool increasing);
 void series_cuda(const at::Tensor& x, const at::Tensor& coeffs, at::Tensor& y, Basis basis, const Domain& dom,
                  int64_t derivative);
@@ -189,8 +202,11 @@ void series_backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at:
 // the x-gradient with order + 1 and weight = grad.
 void eval_series_cuda(const at::Tensor& x, const at::Tensor& coeffs, const at::Tensor* weight, at::Tensor& y,
                       Basis basis, const Domain& dom, int order);
-// grad_coeffs (R, K) = scale^order (D^T)^order moments of grad at order `order`.
-void coeff_grad_cuda(const at::Tensor& grad, const at::Tensor& x, at::Tensor& grad_coeffs, Basis basis,
-                     const Domain& dom, int order);
+// grad_coeffs (R, K) = scale^order (D^T)^order moments of grad at order `order`. With grad_x, the
+// same pass also writes grad_x = grad * series_{order+1}(coeffs) (only when K - order is at most
+// kMaxMomentsInRegisters).
+constexpr int kMaxMomentsInRegisters = 32;
+void coeff_grad_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& coeffs, at::Tensor& grad_coeffs,
+                     at::Tensor* grad_x, Basis basis, const Domain& dom, int order);
 
 }  // namespace polyfit::cuda

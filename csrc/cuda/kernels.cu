@@ -138,8 +138,10 @@ void series_cuda(const Tensor& x, const Tensor& coeffs, Tensor& y, Basis basis, 
 void series_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& coeffs, Tensor& grad_x,
                           Tensor& grad_coeffs, Basis basis, const Domain& dom, int64_t derivative) {
   const int order = static_cast<int>(derivative);
-  if (grad_x.defined()) eval_series_cuda(x, coeffs, &grad, grad_x, basis, dom, order + 1);
-  if (grad_coeffs.defined()) coeff_grad_cuda(grad, x, grad_coeffs, basis, dom, order);
+  // Both gradients in one pass over x and grad where the moments fit in registers.
+  const bool fused = grad_x.defined() && grad_coeffs.defined() && coeffs.size(1) - order <= kMaxMomentsInRegisters;
+  if (grad_coeffs.defined()) coeff_grad_cuda(grad, x, coeffs, grad_coeffs, fused ? &grad_x : nullptr, basis, dom, order);
+  if (grad_x.defined() && !fused) eval_series_cuda(x, coeffs, &grad, grad_x, basis, dom, order + 1);
 }
 
 namespace {

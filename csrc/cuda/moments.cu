@@ -7,6 +7,8 @@
 // order, and a third applies (D^T)^nu and the chain-rule factor in double, as the CPU does.
 //   - Ke <= 32: accumulators in registers. basis_values runs to a compile-time bound KMAX >= Ke so
 //     it unrolls fully and acc[k] stays in registers; values past Ke are computed and dropped.
+//     A tile is a block (long rows), a warp, or a single thread (rows of at most 32 points).
+//     The same pass can also write grad_x = grad * series_{nu+1}: x and grad are read once for both.
 //   - Ke > 32: a warp-shared window of 32 degrees in shared memory, flushed every 32 degrees.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -26,7 +28,6 @@ constexpr int kMomU = 4;          // loads issued together per thread
 constexpr int kWinThreads = 128;  // 4 warps
 constexpr int kWinWarps = kWinThreads / 32;
 constexpr int kWin = 32;  // degrees per shared-memory window
-constexpr int kMaxRegK = 32;
 
 template <typename scalar_t>
 struct MomArgs {
@@ -38,12 +39,16 @@ struct MomArgs {
   int64_t R, N;
   int Ke;
   int64_t chunk, chunks;  // row r, chunk c covers points [c * chunk, min(N, (c + 1) * chunk))
-  int gw;                 // warps per tile: 1 or kMomWarps
+  int gw;                 // warps per tile: kMomWarps or 1; 0: one thread per tile
   T fill;
   Window<T> win;
   double* partial;  // tile's moments at partial + tile * ppitch
   int64_t ppitch;
   int ninv;
+  scalar_t* gx;  // (R, N) contiguous: grad_x written in the same pass, or null
+  const T* cx;   // coefficients of the order nu + 1 derivative (times scale^(nu+1)): row r at cx + r * scx
+  int64_t scx;
+  int Kx;
 };
 
 template <typename T>
@@ -56,47 +61,89 @@ C10_DEVICE inline T warp_sum(T v) {  // fixed tree; lane 0 holds the sum
 template <Basis B, typename scalar_t, int KMAX>
 __global__ void __launch_bounds__(kMomThreads) moments_reg_kernel(const MomArgs<scalar_t> a) {
   using T = at::opmath_type<scalar_t>;
+  using V = Lanes<T, kMomU>;
   __shared__ T s_red[kMomWarps][KMAX];
+  __shared__ T s_cx[kMomWarps][kMaxMomentsInRegisters];
+  __shared__ T s_inv[kMaxMomentsInRegisters + 4];
+  fill_reciprocals(s_inv, kMaxMomentsInRegisters + 4);
+  __syncthreads();
+
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int gt = 32 * a.gw;                   // threads per tile
-  const int per_block = kMomWarps / a.gw;     // tiles a block works on at once
-  const int tig = tid % gt;                   // thread in tile
+  const int gt = a.gw == 0 ? 1 : 32 * a.gw;  // threads per tile
+  const int per_block = kMomThreads / gt;    // tiles a block works on at once
+  const int tig = tid % gt;                  // thread in tile
   const int64_t tiles = a.R * a.chunks;
-  for (int64_t tile = int64_t(blockIdx.x) * per_block + warp / a.gw; tile < tiles;
-       tile += int64_t(gridDim.x) * per_block) {  // uniform across the block when gw = kMomWarps
+  int64_t loaded = -1;  // the row whose grad_x coefficients are in s_cx[warp]
+  // Uniform across the block when a tile is the block, across the warp when it is the warp.
+  for (int64_t tile = int64_t(blockIdx.x) * per_block + tid / gt; tile < tiles;
+       tile += int64_t(gridDim.x) * per_block) {
     const int64_t r = tile / a.chunks;
     const int64_t c0 = (tile - r * a.chunks) * a.chunk;
     const int64_t c1 = min(a.N, c0 + a.chunk);
     const scalar_t* xr = a.x + r * a.sxr;
     const scalar_t* gr = a.g + r * a.sgr;
 
+    const T* cxr = nullptr;
+    if (a.gx) {
+      const int64_t crow = a.scx == 0 ? 0 : r;
+      if (a.gw == 0) {  // every thread its own row: read through L1
+        cxr = a.cx + crow * a.scx;
+      } else {
+        if (crow != loaded) {
+          __syncwarp();
+          for (int k = lane; k < a.Kx; k += 32) s_cx[warp][k] = a.cx[crow * a.scx + k];
+          __syncwarp();
+          loaded = crow;
+        }
+        cxr = s_cx[warp];
+      }
+    }
+
     T acc[KMAX];
 #pragma unroll
     for (int k = 0; k < KMAX; ++k) acc[k] = T(0);
     for (int64_t n = c0 + tig; n < c1; n += int64_t(gt) * kMomU) {
-      T xs[kMomU], gs[kMomU];
+      V t;
+      T gs[kMomU];
 #pragma unroll
-      for (int u = 0; u < kMomU; ++u) {
+      for (int u = 0; u < kMomU; ++u) {  // all loads first
         const int64_t m = n + int64_t(u) * gt;
-        xs[u] = m < c1 ? T(xr[m * a.sxn]) : a.fill;
+        t.v[u] = m < c1 ? T(xr[m * a.sxn]) : a.fill;
         gs[u] = m < c1 ? T(gr[m * a.sgn]) : T(0);
+      }
+      t = map_to_window(t, a.win);
+      if (cxr) {  // grad_x = grad * series_{nu+1}, as eval_series computes it
+        const V y = series<B, T>([&](int k) { return V(cxr[k]); }, a.Kx, t, TableInv<T>{s_inv});
+        scalar_t* gxr = a.gx + r * a.N;
+#pragma unroll
+        for (int u = 0; u < kMomU; ++u) {
+          const int64_t m = n + int64_t(u) * gt;
+          if (m < c1) gxr[m] = scalar_t(y.v[u] * gs[u]);
+        }
       }
 #pragma unroll
       for (int u = 0; u < kMomU; ++u) {
         if (n + int64_t(u) * gt < c1) {
-          const T t = map_to_window(xs[u], a.win);
           const T g = gs[u];
-          basis_values<B, T>(t, KMAX, [&](int k, T p) {
+          basis_values<B, T>(t.v[u], KMAX, [&](int k, T p) {
             if (k < a.Ke) acc[k] = ::polyfit::fmadd(g, p, acc[k]);
           });
         }
       }
     }
+
+    double* dst = a.partial + tile * a.ppitch;
+    if (a.gw == 0) {
+#pragma unroll
+      for (int k = 0; k < KMAX; ++k) {
+        if (k < a.Ke) dst[k] = double(acc[k]);
+      }
+      continue;
+    }
 #pragma unroll
     for (int k = 0; k < KMAX; ++k) {
       if (k < a.Ke) acc[k] = warp_sum(acc[k]);
     }
-    double* dst = a.partial + tile * a.ppitch;
     if (a.gw == 1) {
       if (lane == 0) {
 #pragma unroll
@@ -211,7 +258,8 @@ __global__ void finalize_transpose_kernel(double* __restrict__ m, int64_t R, int
 }
 
 template <typename scalar_t>
-void launch_coeff_grad(const Tensor& grad, const Tensor& x, Tensor& gc, Basis basis, const Domain& dom, int order) {
+void launch_coeff_grad(const Tensor& grad, const Tensor& x, const Tensor& coeffs, Tensor& gc, Tensor* gx,
+                       Basis basis, const Domain& dom, int order) {
   using T = at::opmath_type<scalar_t>;
   MomArgs<scalar_t> a{};
   a.x = x.const_data_ptr<scalar_t>();
@@ -230,17 +278,33 @@ void launch_coeff_grad(const Tensor& grad, const Tensor& x, Tensor& gc, Basis ba
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device);
   const auto f64 = x.options().dtype(at::kDouble);
 
+  Derived derived;  // grad_x's coefficients, alive until the launches below are queued
+  if (gx) {
+    TORCH_INTERNAL_ASSERT(a.Ke <= kMaxMomentsInRegisters && gx->is_contiguous());
+    derived = derive_coeffs_cuda(coeffs, basis, dom, order + 1);
+    a.gx = gx->mutable_data_ptr<scalar_t>();
+    a.cx = derived.data<T>();
+    a.scx = derived.row_stride;
+    a.Kx = K - order - 1;
+  }
+
   POLYFIT_DISPATCH_BASIS(basis, [&] {
-    const bool in_registers = a.Ke <= kMaxRegK;
-    // Tile shape from (R, N, Ke) alone: about 4096 tiles when the problem allows (enough to fill any
-    // GPU), at most 64 (registers) or 128 (window) points per thread.
-    a.gw = in_registers && a.N >= 4096 ? kMomWarps : 1;
-    const int64_t gt = 32 * a.gw;
-    const int64_t max_chunk = gt * (in_registers ? 64 : 128);
-    int64_t chunk = std::max(gt, ceil_div(a.N, ceil_div(4096, a.R)));
-    chunk = std::min(ceil_div(chunk, gt) * gt, max_chunk);
-    a.chunk = chunk;
-    a.chunks = ceil_div(a.N, chunk);
+    const bool in_registers = a.Ke <= kMaxMomentsInRegisters;
+    // Tile shape from (R, N, Ke) alone, never from the device: about 4096 tiles when the problem
+    // allows (enough to fill any GPU), at most 64 (registers) or 128 (window) points per thread.
+    if (in_registers && a.N <= 32) {  // rows of a few points: one thread per row, no reduction
+      a.gw = 0;
+      a.chunk = a.N;
+      a.chunks = 1;
+    } else {
+      a.gw = in_registers && a.N >= 4096 ? kMomWarps : 1;
+      const int64_t gt = 32 * a.gw;
+      const int64_t max_chunk = gt * (in_registers ? 64 : 128);
+      int64_t chunk = std::max(gt, ceil_div(a.N, ceil_div(4096, a.R)));
+      chunk = std::min(ceil_div(chunk, gt) * gt, max_chunk);
+      a.chunk = chunk;
+      a.chunks = ceil_div(a.N, chunk);
+    }
 
     const int64_t mpitch = order > 0 ? 2 * int64_t(K) : K;
     Tensor m = at::empty({a.R, mpitch}, f64);
@@ -250,7 +314,7 @@ void launch_coeff_grad(const Tensor& grad, const Tensor& x, Tensor& gc, Basis ba
     const int64_t tiles = a.R * a.chunks;
 
     if (in_registers) {
-      const int64_t per_block = kMomWarps / a.gw;
+      const int64_t per_block = a.gw == 0 ? kMomThreads : kMomWarps / a.gw;
       const unsigned grid = grid_for(tiles, per_block, 8, device);
       if (a.Ke <= 8) {
         moments_reg_kernel<kBasis, scalar_t, 8><<<grid, kMomThreads, 0, stream>>>(a);
@@ -294,8 +358,8 @@ void launch_coeff_grad(const Tensor& grad, const Tensor& x, Tensor& gc, Basis ba
 
 }  // namespace
 
-void coeff_grad_cuda(const Tensor& grad, const Tensor& x, Tensor& grad_coeffs, Basis basis, const Domain& dom,
-                     int order) {
+void coeff_grad_cuda(const Tensor& grad, const Tensor& x, const Tensor& coeffs, Tensor& grad_coeffs, Tensor* grad_x,
+                     Basis basis, const Domain& dom, int order) {
   TORCH_INTERNAL_ASSERT(grad_coeffs.is_contiguous() && x.dim() == 2 && grad.dim() == 2 &&
                         order < grad_coeffs.size(1));
   if (grad_coeffs.numel() == 0) return;
@@ -305,7 +369,7 @@ void coeff_grad_cuda(const Tensor& grad, const Tensor& x, Tensor& grad_coeffs, B
     return;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "polyfit_coeff_grad_cuda", [&] {
-    launch_coeff_grad<scalar_t>(grad, x, grad_coeffs, basis, dom, order);
+    launch_coeff_grad<scalar_t>(grad, x, coeffs, grad_coeffs, grad_x, basis, dom, order);
   });
 }
 

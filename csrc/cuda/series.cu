@@ -48,20 +48,6 @@ struct alignas(sizeof(scalar_t) * U) Packed {
   scalar_t v[U];
 };
 
-// Coefficients of the order-`order` derivative (times scale^order) of each coefficient row, into
-// out (rows, 2K) of opmath values: one thread per row, as the CPU derives once per row.
-template <Basis B, typename scalar_t>
-__global__ void derive_kernel(const scalar_t* __restrict__ c, int64_t scr, int64_t sck, int64_t rows, int K,
-                              int order, at::opmath_type<scalar_t> scale_pow, at::opmath_type<scalar_t>* out) {
-  using T = at::opmath_type<scalar_t>;
-  for (int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x) {
-    T* w = out + r * 2 * K;
-    const scalar_t* cr = c + r * scr;
-    for (int k = 0; k < K; ++k) w[k] = T(cr[k * sck]);
-    derive_in_place<B, T>(w, K, order, scale_pow);  // lands at w + (order & 1) * K
-  }
-}
-
 template <Basis B, typename scalar_t>
 __global__ void __launch_bounds__(kRowsThreads) series_rows_kernel(const SeriesArgs<scalar_t> a) {
   using T = at::opmath_type<scalar_t>;
@@ -216,26 +202,19 @@ void launch_series(const Tensor& x, const Tensor& coeffs, const Tensor* weight, 
   const int device = x.get_device();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device);
 
-  Tensor scratch;  // derived coefficients; freed (stream-ordered) after the launches below
-  auto derive = [&](auto basis_tag) {
-    constexpr Basis B = decltype(basis_tag)::value;
-    const int64_t rows = a.scr == 0 ? 1 : a.R;
-    scratch = at::empty({rows, 2 * int64_t(a.K)}, x.options().dtype(c10::CppTypeToScalarType<T>::value));
-    T* out = scratch.mutable_data_ptr<T>();
-    derive_kernel<B, scalar_t><<<grid_for(rows, 128, 16, device), 128, 0, stream>>>(a.c, a.scr, a.sck, rows, a.K,
-                                                                                      order, a.scale_pow, out);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    a.d = out + (order & 1) * a.K;
-    a.sdr = a.scr == 0 ? 0 : 2 * int64_t(a.K);
+  Derived derived;  // keeps the derived coefficients alive until the launches below are queued
+  auto derive = [&] {
+    derived = derive_coeffs_cuda(coeffs, basis, dom, order);
+    a.d = derived.data<T>();
+    a.sdr = derived.row_stride;
   };
 
   POLYFIT_DISPATCH_BASIS(basis, [&] {
-    using Tag = std::integral_constant<Basis, kBasis>;
     const int ninv = table_len<kBasis, T>(a.Ke);  // Clenshaw on Ke coefficients reads 1/j for j <= Ke
     const bool table_complete = !needs_reciprocals<kBasis>() || int64_t(a.Ke) + 1 <= kMaxTable;
     const size_t rows_smem = (size_t(ninv) + a.Ke) * sizeof(T);
     if ((a.R == 1 || a.N >= kRowsTile) && table_complete && rows_smem <= size_t(kSmemBudget)) {
-      if (order > 0) derive(Tag{});
+      if (order > 0) derive();
       a.ninv = ninv;
       const unsigned grid = grid_for(a.R * ceil_div(a.N, kRowsTile), 1, 8, device);
       series_rows_kernel<kBasis, scalar_t><<<grid, kRowsThreads, rows_smem, stream>>>(a);
@@ -248,7 +227,7 @@ void launch_series(const Tensor& x, const Tensor& coeffs, const Tensor* weight, 
         if ((ninv + p * kLanesThreads) * int64_t(sizeof(T)) <= kSmemBudget) {
           pitch = static_cast<int>(p);
         } else {
-          derive(Tag{});
+          derive();
         }
       }
       const size_t smem = (size_t(ninv) + size_t(pitch) * kLanesThreads) * sizeof(T);
@@ -260,6 +239,48 @@ void launch_series(const Tensor& x, const Tensor& coeffs, const Tensor* weight, 
 }
 
 }  // namespace
+
+// ---- derived coefficients -------------------------------------------------------------------------
+
+namespace {
+
+// One thread per coefficient row, as the CPU derives once per row: the row in opmath precision,
+// then derive_in_place (basis.h's derivative, then the chain-rule factor).
+template <Basis B, typename scalar_t>
+__global__ void derive_kernel(const scalar_t* __restrict__ c, int64_t scr, int64_t sck, int64_t rows, int K,
+                              int order, at::opmath_type<scalar_t> scale_pow, at::opmath_type<scalar_t>* out) {
+  using T = at::opmath_type<scalar_t>;
+  for (int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x) {
+    T* w = out + r * 2 * K;
+    const scalar_t* cr = c + r * scr;
+    for (int k = 0; k < K; ++k) w[k] = T(cr[k * sck]);
+    derive_in_place<B, T>(w, K, order, scale_pow);  // lands at w + (order & 1) * K
+  }
+}
+
+}  // namespace
+
+Derived derive_coeffs_cuda(const Tensor& coeffs, Basis basis, const Domain& dom, int order) {
+  Derived out;
+  const int64_t R = coeffs.size(0), K = coeffs.size(1);
+  const int64_t rows = coeffs.stride(0) == 0 ? 1 : R;  // broadcast rows: derived once
+  const int device = coeffs.get_device();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, coeffs.scalar_type(), "polyfit_derive_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    out.buf = at::empty({rows, 2 * K}, coeffs.options().dtype(c10::CppTypeToScalarType<T>::value));
+    out.offset = (order & 1) * K;
+    out.row_stride = rows == 1 ? 0 : 2 * K;
+    const T scale_pow = T(std::pow(dom.scale, order));  // as the CPU kernels round it
+    POLYFIT_DISPATCH_BASIS(basis, [&] {
+      derive_kernel<kBasis, scalar_t><<<grid_for(rows, 128, 16, device), 128, 0, stream>>>(
+          coeffs.const_data_ptr<scalar_t>(), coeffs.stride(0), coeffs.stride(1), rows, static_cast<int>(K), order,
+          scale_pow, out.buf.mutable_data_ptr<T>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return out;
+}
 
 void eval_series_cuda(const Tensor& x, const Tensor& coeffs, const Tensor* weight, Tensor& y, Basis basis,
                       const Domain& dom, int order) {
