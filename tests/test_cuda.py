@@ -212,8 +212,8 @@ def test_work_runs_on_the_current_stream():
     assert torch.equal(gx, want_gx) and torch.equal(gc, want_gc)
 
 
-@pytest.mark.parametrize("basis", ["power", "legendre"])
-def test_compile_reduce_overhead_forward_backward(basis):
+def test_compile_reduce_overhead_forward_backward():
+    basis = "legendre"
     x = _rand((4, 1000), torch.float32, "cuda", seed=13)
     c0 = _rand((4, 6), torch.float32, "cuda", seed=14)
 
