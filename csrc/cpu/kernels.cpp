@@ -48,13 +48,6 @@ struct Pack {
   void store(T* p) const {
     for (int u = 0; u < kU; ++u) v[u].store(p + u * kWidth);
   }
-  T sum() const {  // fixed order: lanes of each vector, then vectors
-    alignas(64) T buf[kLanes];
-    store(buf);
-    T s = T(0);
-    for (int i = 0; i < kLanes; ++i) s += buf[i];
-    return s;
-  }
 };
 
 #define POLYFIT_PACK_OP(OP)                                              \
@@ -100,6 +93,22 @@ inline Pack<T> clamp_unit(const Pack<T>& t) {
   Pack<T> r;
   for (int u = 0; u < kU; ++u) r.v[u] = at::vec::clamp(t.v[u], Vectorized<T>(T(-1)), Vectorized<T>(T(1)));
   return r;
+}
+
+// sum_u p.v[u], lane by lane, as a fixed-shape tree.
+template <typename T>
+inline Vectorized<T> fold(const Pack<T>& p) {
+  static_assert(kU == 4, "fold sums four vectors");
+  return (p.v[0] + p.v[1]) + (p.v[2] + p.v[3]);
+}
+
+template <typename T>
+inline T lane_sum(const Vectorized<T>& v) {  // fixed order
+  alignas(64) T buf[Vectorized<T>::size()];
+  v.store(buf);
+  T s = T(0);
+  for (int i = 0; i < Vectorized<T>::size(); ++i) s += buf[i];
+  return s;
 }
 
 // ---- loads and stores between storage (scalar_t) and compute packs (opmath) -----------------
@@ -178,7 +187,7 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
         const int64_t i0 = blk * L;
         const int n = static_cast<int>(std::min<int64_t>(L, M - i0));
         const Pack<T> t = map_to_window(load_lanes<T>(xp + i0 * sx, sx, n, fill), w);
-        basis_values<kBasis, T>(t, K, [&](int k, const Pack<T>& p) { p.store(tile.data() + size_t(k) * L); });
+        basis_values<kBasis, T>(t, Pack<T>(T(1)), K, [&](int k, const Pack<T>& p) { p.store(tile.data() + size_t(k) * L); });
         // The tile holds column k for L points; the output wants L rows of K.
         scalar_t* o = op + i0 * K;
         if (increasing) {
@@ -242,18 +251,19 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
       std::vector<T> work(2 * size_t(K));
       const T* coef = nullptr;
       const scalar_t* coef_row = nullptr;  // the row `coef` was derived from
+      int64_t r = b0 / blocks_per_row, n0 = (b0 % blocks_per_row) * L;
       for (int64_t b = b0; b < b1; ++b) {
-        const int64_t r = b / blocks_per_row, n0 = (b % blocks_per_row) * L;
-        const int n = static_cast<int>(std::min<int64_t>(L, s.N - n0));
         if (s.c + r * s.scr != coef_row) {  // rows broadcast with stride 0 are derived once
           coef_row = s.c + r * s.scr;
           s.load_row_coeffs(r, work.data());
           coef = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
         }
+        const int n = static_cast<int>(std::min<int64_t>(L, s.N - n0));
         const P t = map_to_window(load_lanes<T>(s.x + r * s.sxr + n0 * s.sxn, s.sxn, n, fill), w);
         P y = series<B, T>([&](int k) { return P(coef[k]); }, Ke, t);
         if (wp) y = y * load_lanes<T>(wp + r * swr + n0 * swn, swn, n, T(0));
         store_lanes(y, out + r * s.N + n0, n);
+        if ((n0 += L) >= s.N) n0 = 0, ++r;
       }
     });
     return;
@@ -323,7 +333,10 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
 
   const int64_t work = std::min(s.N, kChunk) * ((gx ? 2 * K : 0) + (gc ? 2 * Km : 0));
   at::parallel_for(0, s.R * chunks, grain(work), [&](int64_t t0, int64_t t1) {
-    std::vector<P> acc(gc ? Km : 0);
+    // One vector of lane partials per moment: the U vectors of a pack are folded on the way in,
+    // keeping the per-moment load/store traffic to one vector per pack. The basis recurrence
+    // starts from grad, so it yields grad * P_k directly.
+    std::vector<Vectorized<T>> acc(gc ? Km : 0);
     std::vector<T> cwork(2 * size_t(K));
     const T* coef = nullptr;
     const scalar_t* coef_row = nullptr;
@@ -335,7 +348,7 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
         s.load_row_coeffs(r, cwork.data());
         coef = derived_coeffs<B, T>(cwork.data(), K, order + 1, scale_pow_x);
       }
-      if (gc) std::fill(acc.begin(), acc.end(), P(T(0)));
+      if (gc) std::fill(acc.begin(), acc.end(), Vectorized<T>(T(0)));
       for (int64_t n0 = c0; n0 < c1; n0 += L) {
         const int n = static_cast<int>(std::min<int64_t>(L, c1 - n0));
         const P t = map_to_window(load_lanes<T>(s.x + r * s.sxr + n0 * s.sxn, s.sxn, n, fill), w);
@@ -344,11 +357,11 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
           const P d = series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t);
           store_lanes(g * d, gx + r * s.N + n0, n);
         }
-        if (gc) basis_values<B, T>(t, Km, [&](int k, const P& p) { acc[k] = fmadd(g, p, acc[k]); });
+        if (gc) basis_values<B, T>(t, g, Km, [&](int k, const P& q) { acc[k] = acc[k] + fold(q); });
       }
       if (gc) {
         double* dst = partial.data() + size_t(task) * Km;
-        for (int k = 0; k < Km; ++k) dst[k] = double(acc[k].sum());
+        for (int k = 0; k < Km; ++k) dst[k] = double(lane_sum(acc[k]));
       }
     }
   });
