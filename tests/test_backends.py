@@ -141,3 +141,28 @@ def test_reference_serves_devices_without_kernels():
     assert polyfit.polyval(x, c, "legendre").shape == (5, 3)
     assert polyfit.features(x, 2).shape == (5, 3, 3)
     assert not _backend.compiled_for(torch.device("meta"))
+
+
+def test_missing_compiled_library_warns_once_and_falls_back(tmp_path):
+    # A copy of the Python sources without the compiled libraries: one clear warning, then the reference.
+    pkg = tmp_path / "polyfit"
+    pkg.mkdir()
+    for src in (ROOT / "polyfit").glob("*.py"):
+        if src.name != "_build_info.py":
+            shutil.copy(src, pkg / src.name)
+    script = (
+        "import warnings, torch\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import polyfit\n"
+        "    y = polyfit.polyval(torch.tensor([2.0]), torch.tensor([3.0, 0.0, 5.0]))\n"
+        "    polyfit.features(torch.tensor([2.0]), 3)\n"
+        "msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]\n"
+        "assert len(msgs) == 1 and 'reference' in msgs[0] and 'not compiled' in msgs[0], msgs\n"
+        "assert y.item() == 23.0\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
