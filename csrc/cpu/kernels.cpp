@@ -182,20 +182,23 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
 
   POLYFIT_DISPATCH_BASIS(basis, [&] {
     at::parallel_for(0, ceil_div(M, L), grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
+      // Column k of L points lands in row k of the tile (row K-1-k for decreasing order); a
+      // transpose (SIMD on AVX-512) turns it into the L output rows of K.
       std::vector<T> tile(size_t(K) * L);
+      std::vector<T> rows(std::is_same_v<scalar_t, T> ? 0 : size_t(K) * L);
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t i0 = blk * L;
         const int n = static_cast<int>(std::min<int64_t>(L, M - i0));
         const Pack<T> t = map_to_window(load_lanes<T>(xp + i0 * sx, sx, n, fill), w);
-        basis_values<kBasis, T>(t, Pack<T>(T(1)), K, [&](int k, const Pack<T>& p) { p.store(tile.data() + size_t(k) * L); });
-        // The tile holds column k for L points; the output wants L rows of K.
+        basis_values<kBasis, T>(t, Pack<T>(T(1)), K, [&](int k, const Pack<T>& p) {
+          p.store(tile.data() + size_t(increasing ? k : K - 1 - k) * L);
+        });
         scalar_t* o = op + i0 * K;
-        if (increasing) {
-          for (int j = 0; j < n; ++j)
-            for (int k = 0; k < K; ++k) o[int64_t(j) * K + k] = scalar_t(tile[size_t(k) * L + j]);
+        if constexpr (std::is_same_v<scalar_t, T>) {
+          at::vec::transpose_mxn<T>(tile.data(), L, o, K, K, n);
         } else {
-          for (int j = 0; j < n; ++j)
-            for (int k = 0; k < K; ++k) o[int64_t(j) * K + (K - 1 - k)] = scalar_t(tile[size_t(k) * L + j]);
+          at::vec::transpose_mxn<T>(tile.data(), L, rows.data(), K, K, n);
+          for (int64_t i = 0; i < int64_t(n) * K; ++i) o[i] = scalar_t(rows[i]);
         }
       }
     });
