@@ -126,7 +126,7 @@ def features_peers(basis: str, degree: int) -> dict:
         "numpy": numpy_peer,
         "reference": lambda case, inp: functools.partial(reference.features, inp["x"], degree, basis),
     }
-    if basis == "power":
+    if basis == "power" and degree >= 1:  # torch.linalg.vander needs at least two columns
         peers["torch_vander"] = lambda case, inp: functools.partial(eager.vander, inp["x"], degree)
     return peers
 

@@ -103,18 +103,25 @@ def machine_info() -> dict:
     }
 
 
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not available on every platform
+        return float("nan")
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from . import cases as _cases  # registers polyval and features
-    from .registry import GENERATORS, PRESET_DEVICES, generate, preset_grids
+    from . import cases as _cases
+    from .registry import GENERATORS, PRESET_DEVICES, generate, load_cases, preset_grids
     from .report import (markdown, progress_head, progress_tail, terminal_table, write_json, write_plots)
     from .roofline import Limits
     from .runner import RunConfig, run_case
 
-    extra = _cases.load_case_modules()
+    extra = load_cases()  # registers polyval, features and the ops of benchmarks/cases_*.py
     available = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
     devices = args.device or PRESET_DEVICES[args.preset]
     devices = available if devices == "available" else tuple(devices)
@@ -156,6 +163,10 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     info = machine_info()
+    info["loadavg_start"] = _loadavg()
+    if info["loadavg_start"] > (os.cpu_count() or 1):
+        print(f"warning: 1-minute load average {info['loadavg_start']:.1f} on {os.cpu_count()} cores: other processes "
+              "compete for the CPU and timings will be noisy", flush=True)
     print(f"polyfit benchmarks: {len(cases)} cases, preset {args.preset}, {info['cpu']}, "
           f"{info['threads']} threads, torch {info['torch']}, polyfit CPU backend: {info['polyfit_backend']['cpu']}"
           + (f", GPU {info['gpu']}" if info["gpu"] else ""), flush=True)
@@ -171,8 +182,13 @@ def main(argv=None) -> int:
     for i, case in enumerate(cases, 1):
         print(progress_head(i, len(cases), case.name), end=" ", flush=True)
         r = run_case(case, limits[case.device], cfg)
+        r["loadavg_1min"] = _loadavg()
         results.append(r)
         print(progress_tail(r), flush=True)
+    loads = [info["loadavg_start"]] + [r["loadavg_1min"] for r in results]
+    if max(loads) > (os.cpu_count() or 1):
+        print(f"warning: the 1-minute load average reached {max(loads):.1f} on {os.cpu_count()} cores during the run: "
+              "other processes competed for the CPU, so these timings are noisy", flush=True)
 
     print()
     print(terminal_table(results))

@@ -146,8 +146,16 @@ def register(op: str):
     return deco
 
 
+def load_cases() -> list[str]:
+    """Import the built-in cases and every benchmarks/cases_*.py module, so that they register."""
+    from . import cases
+
+    return cases.load_case_modules()
+
+
 def generate(grids: Iterable[Grid]) -> list[Case]:
     """All cases of the grids, in order, without duplicates (same name)."""
+    load_cases()
     seen, cases = set(), []
     for grid in grids:
         for op in grid.ops:
@@ -177,7 +185,7 @@ def _quick(devices: tuple) -> list[Grid]:
              n=(10**6,), degrees=(2, 8, 16)),
         Grid(ops=("polyval", "features"), bases=("chebyshev",), dtypes=(torch.float32,), devices=devices,
              n=(10**6,), degrees=(8,)),
-        Grid(ops=("polyval",), bases=("power",), dtypes=(torch.bfloat16,), devices=devices,
+        Grid(ops=("polyval",), modes=("fwd",), bases=("power",), dtypes=(torch.bfloat16,), devices=devices,
              n=(10**6,), degrees=(16,)),
     ]
 

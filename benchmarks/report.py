@@ -138,6 +138,11 @@ def markdown(run: dict) -> str:
     c = run["config"]
     lines.append(f"- Run: `{c['command']}`; {len(run['results'])} cases in {run['wall_s']:.0f} s; "
                  f"at least {c['min_run_time']} s of timed runs per measurement")
+    loads = [m.get("loadavg_start", float("nan"))] + [r.get("loadavg_1min", float("nan")) for r in run["results"]]
+    loads = [x for x in loads if not math.isnan(x)]
+    if loads:
+        lines.append(f"- 1-minute load average during the run: {min(loads):.1f} to {max(loads):.1f} on {m['cores']} cores"
+                     + (" — other processes competed for the CPU: timings are noisy" if max(loads) > m["cores"] else ""))
     lines.append("")
     lines.append("## The machine's limits, measured in this run")
     lines.append("")
@@ -227,7 +232,8 @@ def markdown(run: dict) -> str:
 
 
 def write_plots(out_dir: str, run: dict) -> tuple[list, str]:
-    """PNG files: time vs N per degree, and polyfit's speedup over each peer. Returns (files, note)."""
+    """PNG files: time vs N per degree (vs degree where one N was run), and polyfit's speedup over each
+    peer. Returns (file names, note)."""
     try:
         import matplotlib
 
@@ -238,31 +244,43 @@ def write_plots(out_dir: str, run: dict) -> tuple[list, str]:
     files = []
     results = [r for r in run["results"] if "n" in r["params"] and "degree" in r["params"]]
 
-    # Time vs N, one figure per (op, mode, basis, dtype, device), one panel per degree.
+    # Time vs N, one figure per (op, mode, basis, dtype, device), one panel per degree; a group
+    # measured at a single N (the quick preset) is shown against the degree instead.
     groups: OrderedDict = OrderedDict()
     for r in results:
         key = (r["op"], r["mode"], r["params"].get("basis", ""), r["dtype"], r["device"])
         groups.setdefault(key, []).append(r)
     for key, rs in groups.items():
         degrees = sorted({r["params"]["degree"] for r in rs})
-        fig, axes = plt.subplots(1, len(degrees), figsize=(4.2 * len(degrees), 3.8), squeeze=False, sharey=True)
-        for ax, d in zip(axes[0], degrees):
-            sub = sorted((r for r in rs if r["params"]["degree"] == d), key=lambda r: r["params"]["n"])
-            ns = [r["params"]["n"] for r in sub]
-            for p in [sub[0]["baseline"]] + peer_columns(sub):
+        single_n = len({r["params"]["n"] for r in rs}) == 1
+        if single_n:
+            panels = [("N = " + fmt_count(rs[0]["params"]["n"]), "degree", sorted(rs, key=lambda r: r["params"]["degree"]))]
+        else:
+            panels = [(f"D = {d}", "n", sorted((r for r in rs if r["params"]["degree"] == d), key=lambda r: r["params"]["n"]))
+                      for d in degrees]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1.2, 3.8), squeeze=False, sharey=True)
+        for ax, (title, axis, sub) in zip(axes[0], panels):
+            xs = [r["params"][axis] for r in sub]
+            base = sub[0]["baseline"]
+            for p in [base] + peer_columns(sub):
                 ts = [r["peers"].get(p, {}).get("median_s", float("nan")) for r in sub]
                 if not all(math.isnan(t) for t in ts):
-                    ax.plot(ns, ts, marker="o", lw=2.5 if p == sub[0]["baseline"] else 1.2, label=p)
-            ax.plot(ns, [r["roofline_s"] for r in sub], "k--", marker="x", label="roofline")
+                    if p == base:
+                        ax.plot(xs, ts, marker="o", ms=8, lw=2.5, color="k", zorder=3, label=p)
+                    else:
+                        ax.plot(xs, ts, marker="o", ms=4, lw=1.2, label=p)
+            ax.plot(xs, [r["roofline_s"] for r in sub], "k--", marker="x", label="roofline")
             if all("fill_s" in r for r in sub):
-                ax.plot(ns, [r["fill_s"] for r in sub], "k:", marker="+", label="fill")
-            ax.set_xscale("log")
+                ax.plot(xs, [r["fill_s"] for r in sub], "k:", marker="+", label="fill")
+            ax.set_xscale("log", base=2 if axis == "degree" else 10)
+            if axis == "degree":
+                ax.set_xticks(xs, [str(x) for x in xs])
             ax.set_yscale("log")
-            ax.set_xlabel("N")
-            ax.set_title(f"D = {d}")
+            ax.set_xlabel("degree D" if axis == "degree" else "N")
+            ax.set_title(title)
             ax.grid(True, which="both", alpha=0.3)
         axes[0][0].set_ylabel("median time [s]")
-        axes[0][-1].legend(fontsize=7, loc="best")
+        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         fig.suptitle(" ".join(key))
         fig.tight_layout()
         name = "time_" + "_".join(k.replace("+", "") for k in key if k) + ".png"
