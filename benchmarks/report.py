@@ -152,7 +152,8 @@ def markdown(run: dict) -> str:
         peaks = ", ".join(f"{k} {v:.1f} GFMA/s" for k, v in lim["fma_peak_GFMAps"].items())
         lines.append(f"| {dev} | {lim['large_copy_bandwidth_GBps']:.1f} GB/s | {peaks} |")
     lines.append("")
-    lines.append("Each peer cell: median time (polyfit's speedup over that peer = peer median / polyfit median). "
+    lines.append("polyfit: median time and its interquartile range as a share of the median. "
+                 "Each peer cell: median time (polyfit's speedup over that peer = peer median / polyfit median). "
                  "Roofline: max(bytes / copy bandwidth at the case's working set, FMAs / FMA peak), and the "
                  "share of it polyfit reaches. `fill`: time to allocate and fill a tensor of the output's size, "
                  "and polyfit's time over it. (!) marks a peer whose output disagrees with polyfit's; — a peer "
@@ -161,12 +162,13 @@ def markdown(run: dict) -> str:
         cols = peer_columns(rs)
         has_fill = any("fill_s" in r for r in rs)
         lines += ["", f"## {op} {mode}", ""]
-        head = ["case", "polyfit", "roofline (% reached)"] + cols + (["fill (polyfit / fill)"] if has_fill else [])
+        head = ["case", "polyfit (IQR)", "roofline (% reached)"] + cols + (["fill (polyfit / fill)"] if has_fill else [])
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for r in rs:
             base = r["peers"].get(r["baseline"], {})
-            cells = [case_label(r), fmt_time(base.get("median_s")) if "median_s" in base else f"error: {base.get('error')}"]
+            cells = [case_label(r), f"{fmt_time(base['median_s'])} (IQR {100 * base['iqr_s'] / base['median_s']:.0f}%)"
+                     if "median_s" in base else f"error: {base.get('error')}"]
             pct = r["roofline_pct"].get(r["baseline"])
             cells.append(f"{fmt_time(r['roofline_s'])} {r['bound']}" + (f" ({pct:.0f}%)" if pct is not None else ""))
             for p in cols:

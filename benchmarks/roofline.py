@@ -102,6 +102,8 @@ class Limits:
 
     # Large enough to leave every cache on CPUs and GPUs.
     LARGE_COPY_BYTES = 1 << 28
+    # Copy probes stop growing here: far beyond any cache, and small enough to fit beside a case.
+    MAX_COPY_BYTES = 1 << 30
 
     def __init__(self, device: str, min_run_time: float = 0.2):
         self.device = device
@@ -111,8 +113,9 @@ class Limits:
         self._fill: dict[tuple, float] = {}
 
     def copy_bandwidth(self, nbytes: int) -> float:
-        """Bytes/s of dst.copy_(src) moving about `nbytes` (read + written), rounded up to a power of two."""
-        half = _round_pow2(max(nbytes // 2, 4))
+        """Bytes/s of dst.copy_(src) moving about `nbytes` (read + written), rounded up to a power of two
+        and at most 2 x MAX_COPY_BYTES."""
+        half = min(_round_pow2(max(nbytes // 2, 4)), self.MAX_COPY_BYTES)
         if half not in self._bw:
             n = max(half // 4, 1)
             src = torch.rand(n, device=self.device)
