@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kFeatThreads)
       const T t = map_to_window(T(x[(i0 + tid) * sx]), win);
       scalar_t* row = s_tile + tid * pitch;
       basis_values<B, T>(
-          t, K, [&](int k, T p) { row[increasing ? k : K - 1 - k] = scalar_t(p); }, TableInv<T>{s_inv});
+          t, T(1), K, [&](int k, T p) { row[increasing ? k : K - 1 - k] = scalar_t(p); }, TableInv<T>{s_inv});
     }
     __syncthreads();
     scalar_t* dst = out + i0 * K;
@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kFeatThreads)
     const T t = map_to_window(T(x[i * sx]), win);
     scalar_t* row = out + i * K;
     basis_values<B, T>(
-        t, K, [&](int k, T p) { row[increasing ? k : K - 1 - k] = scalar_t(p); }, TableOrDivInv<T>{s_inv, ninv});
+        t, T(1), K, [&](int k, T p) { row[increasing ? k : K - 1 - k] = scalar_t(p); }, TableOrDivInv<T>{s_inv, ninv});
   }
 }
 

@@ -124,9 +124,9 @@ __global__ void __launch_bounds__(kMomThreads) moments_reg_kernel(const MomArgs<
 #pragma unroll
       for (int u = 0; u < kMomU; ++u) {
         if (n + int64_t(u) * gt < c1) {
-          const T g = gs[u];
-          basis_values<B, T>(t.v[u], KMAX, [&](int k, T p) {
-            if (k < a.Ke) acc[k] = ::polyfit::fmadd(g, p, acc[k]);
+          // The recurrence started from g gives g P_k directly (as on the CPU).
+          basis_values<B, T>(t.v[u], gs[u], KMAX, [&](int k, T p) {
+            if (k < a.Ke) acc[k] = acc[k] + p;
           });
         }
       }
@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(kMomThreads) moments_reg_kernel(const MomArgs<
 }
 
 // Any Ke: one tile per warp, 32 points at a time (one per lane). The recurrence is uniform across
-// the warp, so inside basis_values' sink the warp writes g * P_k into a 32 x 32 window and, when it
+// the warp, so inside basis_values' sink the warp writes g P_k into a 32 x 32 window and, when it
 // is full, lane j sums row j of it (fixed order) into the tile's slot for degree k0 + j.
 template <Basis B, typename scalar_t>
 __global__ void __launch_bounds__(kWinThreads) moments_window_kernel(const MomArgs<scalar_t> a) {
@@ -199,10 +199,10 @@ __global__ void __launch_bounds__(kWinThreads) moments_window_kernel(const MomAr
       const T t = map_to_window(ok ? T(xr[n * a.sxn]) : a.fill, a.win);
       const T g = ok ? T(gr[n * a.sgn]) : T(0);
       basis_values<B, T>(
-          t, a.Ke,
-          [&](int k, T p) {
+          t, g, a.Ke,
+          [&](int k, T p) {  // p = g P_k
             const int kk = k & (kWin - 1);
-            slab[kk * (kWin + 1) + lane] = ok ? g * p : T(0);
+            slab[kk * (kWin + 1) + lane] = ok ? p : T(0);
             if (kk == kWin - 1 || k == a.Ke - 1) {  // uniform across the warp
               __syncwarp();
               if (lane <= kk) {

@@ -1,6 +1,9 @@
 """polyfit's CUDA kernels, run on the CPU under emulation, against polyfit.reference.
 
-    python scripts/cuda_emu/test_emulated.py [-q]
+    python scripts/cuda_emu/test_emulated.py [-q] [--quick]
+
+About 15 minutes on 2 cores (most of it the emulation's thread switches); --quick runs a subset
+(float32, fewer derivative orders) in about a quarter of that.
 
 Covers every kernel and launch path (rows/lanes series, vector/scalar loads, pre-derived and
 per-thread-derived coefficients, feature tiles and direct rows, register and window moments,
@@ -75,7 +78,7 @@ def rand(shape, dtype, lo=-1.0, hi=1.0, seed=0):
     return (torch.rand(shape, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(dtype)
 
 
-def main(quiet: bool) -> int:
+def main(quiet: bool, quick: bool) -> int:
     t0 = time.time()
     emu = build.load()
     print(f"built in {time.time() - t0:.0f}s", flush=True)
@@ -84,7 +87,11 @@ def main(quiet: bool) -> int:
         if not quiet:
             print(msg, flush=True)
 
-    dtypes = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+    dtypes = (torch.float32, torch.float16) if quick else (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+    layout_dtypes = (torch.float32,) if quick else (torch.float64, torch.float32, torch.bfloat16)
+    moment_dtypes = (torch.float32,) if quick else (torch.float64, torch.float32, torch.float16)
+    orders = [(0, None), (1, (-1.5, 1.2)), (2, None), (3, (-2.0, 2.0))][: 3 if quick else 4]
+    masks = [(True, True), (True, False)] if quick else [(True, True), (False, True), (True, False)]
 
     # ---- features: tile kernel (dense and padded pitch), direct kernel, strided x ----
     for basis, dtype in itertools.product(BASES, dtypes):
@@ -119,7 +126,7 @@ def main(quiet: bool) -> int:
         ("per-row transposed coeffs", (6, 5), (6, 4), "coeffs_t"),
     ]
     for (name, xs, cs, tf), basis in itertools.product(layouts, BASES):
-        for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        for dtype in layout_dtypes:
             x = rand(xs if tf != "transpose" else xs[::-1], dtype, -1.2, 1.1, seed=1)
             if tf == "transpose":
                 x = x.t()
@@ -128,13 +135,13 @@ def main(quiet: bool) -> int:
             c = rand(cs if tf != "coeffs_t" else cs[::-1], dtype, seed=2)
             if tf == "coeffs_t":
                 c = c.t()
-            for derivative, domain in [(0, None), (1, (-1.5, 1.2)), (2, None), (3, (-2.0, 2.0))]:
+            for derivative, domain in orders:
                 dom = list(domain) if domain else None
                 want = reference.polyval(x.double(), c.double(), basis, domain=domain, derivative=derivative)
                 got = emu.polyval(x, c, basis, dom, derivative)
                 close(f"polyval {name} {basis} {dtype} d={derivative}", got, want.to(dtype), dtype)
                 grad = rand(want.shape, dtype, seed=3)
-                for need_x, need_c in [(True, True), (False, True), (True, False)]:
+                for need_x, need_c in masks:
                     gx, gc = emu.polyval_backward(grad, x, c, basis, dom, derivative, need_x, need_c)
                     rx, rc, _ = ref_backward(grad, x, c, basis, domain, derivative, need_x, need_c)
                     if need_x:
@@ -146,7 +153,7 @@ def main(quiet: bool) -> int:
         log(f"polyval {name} {basis} done ({time.time() - t0:.0f}s)")
 
     # ---- coefficient gradients: chunked reduction, window kernel, expanded grad, half ----
-    for basis, dtype in itertools.product(BASES, (torch.float64, torch.float32, torch.float16)):
+    for basis, dtype in itertools.product(BASES, moment_dtypes):
         for N, K, R in [(5000, 6, 1), (5000, 40, 1), (9000, 12, 2), (300, 33, 3), (70, 20, 40)]:
             x = rand((R, N), dtype, -1.0, 1.0, seed=4)
             c = rand((R, K), dtype, seed=5)
@@ -201,4 +208,4 @@ def main(quiet: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main("-q" in sys.argv))
+    sys.exit(main("-q" in sys.argv, "--quick" in sys.argv))
