@@ -104,6 +104,15 @@ print("%d.%d" % torch.cuda.get_device_capability() if torch.cuda.is_available() 
 fi
 export TORCH_CUDA_ARCH_LIST
 say "building for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST with MAX_JOBS=${MAX_JOBS:-$(nproc)}"
+# Only the CPU kernel library this CPU runs (the others would add minutes of compiling).
+if [ -z "${POLYFIT_CPU_ISAS:-}" ]; then
+  POLYFIT_CPU_ISAS=$("$PY" -c '
+import torch
+cap = torch.backends.cpu.get_cpu_capability().upper()
+print("avx512" if cap.startswith("AVX512") else "avx2" if cap.startswith("AVX2") else "default")')
+fi
+export POLYFIT_CPU_ISAS
+say "CPU kernels: $POLYFIT_CPU_ISAS"
 rm -f polyfit/*.so polyfit/_build_info.py
 FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} run_stage build 300 "$PY" setup.py -q build_ext --inplace
 build_rc=$?

@@ -14,6 +14,8 @@
 #   CUDA_HOME            the CUDA toolkit (default: found from torch's CUDA version or nvcc on PATH)
 #   TORCH_CUDA_ARCH_LIST default: setup.py's ("8.0;8.6;8.9;9.0+PTX")
 #   MAX_JOBS             parallel compile jobs (default 2)
+#   POLYFIT_CPU_ISAS     CPU kernel libraries to build beside (default "default": one is needed to
+#                        import polyfit; the CPU build itself is checked by the main CI run)
 #   PIP_ARGS             extra pip arguments for creating the venv
 set -euo pipefail
 
@@ -75,7 +77,8 @@ fi
 # ---- build -----------------------------------------------------------------------------------------
 stamp "building in $SCRATCH (TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-setup.py default}, MAX_JOBS=${MAX_JOBS:-2})"
 t_build=$(date +%s)
-if ! (cd "$SCRATCH" && FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-2} "$PY" setup.py -q build_ext --inplace \
+if ! (cd "$SCRATCH" && FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-2} POLYFIT_CPU_ISAS=${POLYFIT_CPU_ISAS:-default} \
+      "$PY" setup.py -q build_ext --inplace \
       >"$SCRATCH/build.log" 2>&1); then
   tail -n 60 "$SCRATCH/build.log" >&2
   echo "error: the CUDA build failed (full log: $SCRATCH/build.log)" >&2
