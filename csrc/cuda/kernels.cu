@@ -35,17 +35,25 @@ __global__ void __launch_bounds__(kFeatThreads)
   const bool dense = pitch == K && aligned_to(out, 16);
   constexpr int kVec = 16 / sizeof(scalar_t);
   const int64_t tiles = ceil_div(M, P);
+  // x of the next tile is loaded while this one is streamed out, so its latency is hidden.
+  auto load_x = [&](int64_t tile) {
+    const int64_t i = tile * P + tid;
+    return tile < tiles && tid < P && i < M ? T(x[i * sx]) : T(0);
+  };
+  T xn = load_x(blockIdx.x);
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int64_t i0 = tile * P;
     const int n = static_cast<int>(min(int64_t(P), M - i0));
+    const T xv = xn;
     __syncthreads();  // the previous tile is out (and, the first time, the table is filled)
     if (tid < n) {
-      const T t = map_to_window(T(x[(i0 + tid) * sx]), win);
+      const T t = map_to_window(xv, win);
       scalar_t* row = s_tile + tid * pitch;
       basis_values<B, T>(
           t, T(1), K, [&](int k, T p) { row[increasing ? k : K - 1 - k] = scalar_t(p); }, TableInv<T>{s_inv});
     }
     __syncthreads();
+    xn = load_x(tile + gridDim.x);
     scalar_t* dst = out + i0 * K;
     const int total = n * K;
     if (dense && aligned_to(dst, 16)) {  // the tile is the output block byte for byte: 16-byte copies

@@ -316,10 +316,15 @@ void launch_coeff_grad(const Tensor& grad, const Tensor& x, const Tensor& coeffs
     if (in_registers) {
       const int64_t per_block = a.gw == 0 ? kMomThreads : kMomWarps / a.gw;
       const unsigned grid = grid_for(tiles, per_block, 8, device);
+      // Recurrence steps past Ke are wasted work: buckets close enough to keep that under a third.
       if (a.Ke <= 8) {
         moments_reg_kernel<kBasis, scalar_t, 8><<<grid, kMomThreads, 0, stream>>>(a);
+      } else if (a.Ke <= 12) {
+        moments_reg_kernel<kBasis, scalar_t, 12><<<grid, kMomThreads, 0, stream>>>(a);
       } else if (a.Ke <= 16) {
         moments_reg_kernel<kBasis, scalar_t, 16><<<grid, kMomThreads, 0, stream>>>(a);
+      } else if (a.Ke <= 24) {
+        moments_reg_kernel<kBasis, scalar_t, 24><<<grid, kMomThreads, 0, stream>>>(a);
       } else {
         moments_reg_kernel<kBasis, scalar_t, 32><<<grid, kMomThreads, 0, stream>>>(a);
       }
