@@ -35,22 +35,25 @@ def rewrite(src: str) -> str:
     return out
 
 
+# The kernels of features, polyval and polyval_backward (other ops' .cu files are not emulated).
+KERNELS = ("kernels.cu", "series.cu", "moments.cu")
+
+
 def prepare(build_dir: Path) -> list[str]:
     src_dir = build_dir / "src"
     if src_dir.exists():
         shutil.rmtree(src_dir)
     (src_dir / "csrc" / "cuda").mkdir(parents=True)
-    for name in ("basis.h", "ops.h", "ops.cpp"):
-        shutil.copy(ROOT / "csrc" / name, src_dir / "csrc" / name)
+    for header in (ROOT / "csrc").glob("*.h"):
+        shutil.copy(header, src_dir / "csrc" / header.name)
+    shutil.copy(ROOT / "csrc" / "ops.cpp", src_dir / "csrc" / "ops.cpp")
     sources = [str(src_dir / "csrc" / "ops.cpp")]
-    for cu in sorted((ROOT / "csrc" / "cuda").iterdir()):
-        text = rewrite(cu.read_text())
-        if cu.suffix == ".cu":
-            dst = src_dir / "csrc" / "cuda" / (cu.stem + "_cu.cpp")
-            sources.append(str(dst))
-        else:
-            dst = src_dir / "csrc" / "cuda" / cu.name
-        dst.write_text(text)
+    for header in (ROOT / "csrc" / "cuda").glob("*.cuh"):
+        (src_dir / "csrc" / "cuda" / header.name).write_text(rewrite(header.read_text()))
+    for name in KERNELS:
+        dst = src_dir / "csrc" / "cuda" / (Path(name).stem + "_cu.cpp")
+        dst.write_text(rewrite((ROOT / "csrc" / "cuda" / name).read_text()))
+        sources.append(str(dst))
     shutil.copy(HERE / "emu_module.cpp", src_dir / "emu_module.cpp")
     sources.append(str(src_dir / "emu_module.cpp"))
     return sources
