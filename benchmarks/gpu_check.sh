@@ -10,7 +10,7 @@
 # python3/python that imports torch), CUDA_HOME, TORCH_CUDA_ARCH_LIST (default: the GPU's own
 # capability), MAX_JOBS (default: the number of cores), PYTEST_ARGS (extra pytest arguments).
 # Outputs in OUTDIR: gpu_check.log (everything), gpu_check.json (summary: stages, status, seconds,
-# device), pytest.xml, roofline.json (benchmarks/gpu_roofline.py), bench/ (python -m benchmarks).
+# device), pytest_cuda.xml and pytest_device.xml, roofline.json (benchmarks/gpu_roofline.py), bench/ (python -m benchmarks).
 set -uo pipefail
 
 if [ $# -lt 1 ]; then
@@ -133,10 +133,12 @@ sys.exit(f"no CUDA kernel for {missing}" if missing else 0)
 EOF
   [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ] && say "dry run: no GPU, so the CUDA tests below skip and the benchmarks fail"
 
-  # ---- CUDA tests: this file's and every device-parametrised test's CUDA case ----------------------
+  # ---- CUDA tests: tests/test_cuda.py first, then the CUDA case of every device-parametrised test ---
   if "$PY" -c 'import pytest' 2>/dev/null; then
-    run_stage tests 170 "$PY" -m pytest -q -x -m cuda -p no:cacheprovider --junitxml="$OUT/pytest.xml" \
-      ${PYTEST_ARGS:-} tests
+    run_stage tests_cuda 170 "$PY" -m pytest -q -m cuda --maxfail=25 -p no:cacheprovider \
+      --junitxml="$OUT/pytest_cuda.xml" ${PYTEST_ARGS:-} tests/test_cuda.py
+    run_stage tests_device 130 "$PY" -m pytest -q -m cuda --maxfail=25 -p no:cacheprovider \
+      --junitxml="$OUT/pytest_device.xml" --ignore=tests/test_cuda.py ${PYTEST_ARGS:-} tests
   else
     record tests "skipped: pytest is not installed" 0
   fi
