@@ -219,6 +219,16 @@ def markdown(run: dict) -> str:
                 key = f"- {p}: {rec['note']}"
                 if key not in notes:
                     notes.append(key)
+    half_errs: dict = {}
+    for r in run["results"]:
+        if r["dtype"] in ("bfloat16", "float16"):
+            for p, rec in r["peers"].items():
+                if "rel_err" in rec:
+                    half_errs[p] = max(half_errs.get(p, 0.0), rec["rel_err"])
+    if half_errs:
+        notes.append("- half-precision cases: largest difference from polyfit, relative to its largest output: "
+                     + ", ".join(f"{p} {e:.2g}" for p, e in half_errs.items())
+                     + " (peers computing in bfloat16/float16 round at every step; polyfit computes in float32)")
     for p, ts in first_calls.items():
         notes.append(f"- {p}: first calls (compilation, excluded from the medians) took {sum(ts):.1f} s in all, "
                      f"{min(ts):.1f}–{max(ts):.1f} s each")

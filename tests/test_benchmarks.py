@@ -186,3 +186,21 @@ def test_suite_smoke(tmp_path):
         assert sorted(p.name for p in out.glob("*.png")) == [
             "speedup_polyval_fwd_cpu.png", "speedup_polyval_fwdbwd_cpu.png",
             "time_polyval_fwd_power_float32_cpu.png", "time_polyval_fwdbwd_power_float32_cpu.png"]
+
+
+def test_edge_cases_run_without_errors():
+    """Degree 0 (x unused in fwd+bwd) and bfloat16 (no torch.linalg.vander) run every applicable peer."""
+    grids = [Grid(ops=("polyval", "features"), n=(64,), degrees=(0,), dtypes=(torch.float32,)),
+             Grid(ops=("features",), modes=("fwd",), n=(64,), degrees=(4,), dtypes=(torch.bfloat16,))]
+    cases = generate(grids)
+    names = [c.name for c in cases]
+    assert "features fwd+bwd power D=0 N=64 float32 cpu" not in names  # nothing depends on x
+    assert "polyval fwd+bwd power D=0 N=64 float32 cpu" in names
+    limits = Limits("cpu", min_run_time=0.01)
+    cfg = RunConfig(min_run_time=0.01, peers={"seed", "eager_horner", "torch_vander", "numpy", "reference"})
+    for case in cases:
+        r = run_case(case, limits, cfg)
+        assert all("error" not in p for p in r["peers"].values()), (case.name, r["peers"])
+        assert all(p.get("agrees", True) for p in r["peers"].values()), (case.name, r["peers"])
+        if case.dtype == torch.bfloat16:
+            assert "torch_vander" not in r["peers"] and "agrees" not in r["peers"]["seed"]
