@@ -138,11 +138,12 @@ def markdown(run: dict) -> str:
     c = run["config"]
     lines.append(f"- Run: `{c['command']}`; {len(run['results'])} cases in {run['wall_s']:.0f} s; "
                  f"at least {c['min_run_time']} s of timed runs per measurement")
-    loads = [m.get("loadavg_start", float("nan"))] + [r.get("loadavg_1min", float("nan")) for r in run["results"]]
-    loads = [x for x in loads if not math.isnan(x)]
+    start = m.get("loadavg_start", float("nan"))
+    loads = [x for x in (r.get("loadavg_1min", float("nan")) for r in run["results"]) if not math.isnan(x)]
     if loads:
-        lines.append(f"- 1-minute load average during the run: {min(loads):.1f} to {max(loads):.1f} on {m['cores']} cores"
-                     + (" — other processes competed for the CPU: timings are noisy" if max(loads) > m["cores"] else ""))
+        busy = start > 1.0 or max(loads) > m["cores"]  # the run itself adds up to its thread count
+        lines.append(f"- 1-minute load average: {start:.1f} before the run, up to {max(loads):.1f} during it "
+                     f"(on {m['cores']} cores)" + (" — other processes competed for the CPU: timings are noisy" if busy else ""))
     lines.append("")
     lines.append("## The machine's limits, measured in this run")
     lines.append("")
