@@ -187,6 +187,9 @@ def _quick(devices: tuple) -> list[Grid]:
              n=(10**6,), degrees=(8,)),
         Grid(ops=("polyval",), modes=("fwd",), bases=("power",), dtypes=(torch.bfloat16,), devices=devices,
              n=(10**6,), degrees=(16,)),
+        # A small size, where per-call overhead rather than the kernel decides.
+        Grid(ops=("polyval",), bases=("power",), dtypes=(torch.float32,), devices=devices,
+             n=(10**4,), degrees=(2, 16)),
     ]
 
 

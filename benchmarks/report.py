@@ -128,6 +128,13 @@ def _group(results: list) -> "OrderedDict[tuple, list]":
     return groups
 
 
+def _faults(n) -> str:
+    """', 8.8k page faults' for a CPU figure that faulted noticeably (fresh large outputs)."""
+    if n is None or n < 10:
+        return ""
+    return f", {n / 1000:.1f}k page faults" if n >= 1000 else f", {n:.0f} page faults"
+
+
 def markdown(run: dict) -> str:
     m = run["machine"]
     lines = ["# polyfit benchmarks", ""]
@@ -157,7 +164,9 @@ def markdown(run: dict) -> str:
                  "Each peer cell: median time (polyfit's speedup over that peer = peer median / polyfit median). "
                  "Roofline: max(bytes / copy bandwidth at the case's working set, FMAs / FMA peak), and the "
                  "share of it polyfit reaches. `fill`: time to allocate and fill a tensor of the output's size, "
-                 "and polyfit's time over it. (!) marks a peer whose output disagrees with polyfit's; — a peer "
+                 "and polyfit's time over it; both measured one after the other, since a fresh output over 32 MiB "
+                 "costs page faults or not depending on the allocator's state (page faults per call are shown "
+                 "where there are any). (!) marks a peer whose output disagrees with polyfit's; — a peer "
                  "that does not apply.")
     for (op, mode), rs in _group(run["results"]).items():
         cols = peer_columns(rs)
@@ -168,7 +177,8 @@ def markdown(run: dict) -> str:
         lines.append("|" + "---|" * len(head))
         for r in rs:
             base = r["peers"].get(r["baseline"], {})
-            cells = [case_label(r), f"{fmt_time(base['median_s'])} (IQR {100 * base['iqr_s'] / base['median_s']:.0f}%)"
+            cells = [case_label(r), f"{fmt_time(base['median_s'])} (IQR {100 * base['iqr_s'] / base['median_s']:.0f}%"
+                     + _faults(base.get("page_faults_per_call")) + ")"
                      if "median_s" in base else f"error: {base.get('error')}"]
             pct = r["roofline_pct"].get(r["baseline"])
             cells.append(f"{fmt_time(r['roofline_s'])} {r['bound']}" + (f" ({pct:.0f}%)" if pct is not None else ""))
@@ -183,7 +193,8 @@ def markdown(run: dict) -> str:
                     sp = r["speedup"].get(p)
                     cells.append(f"{fmt_time(rec['median_s'])} ({fmt_ratio(sp)}){flag}" if sp else fmt_time(rec["median_s"]))
             if has_fill:
-                cells.append(f"{fmt_time(r['fill_s'])} ({r['baseline_over_fill']:.2f}x)" if "baseline_over_fill" in r else "—")
+                cells.append(f"{fmt_time(r['fill_s'])} (" + (f"{r['baseline_over_fill']:.2f}x" if "baseline_over_fill" in r else "")
+                             + _faults(r.get("fill_page_faults_per_call")) + ")" if "fill_s" in r else "—")
             lines.append("| " + " | ".join(cells) + " |")
 
     # Memory: autograd-saved bytes (every device) and peak allocation (CUDA).

@@ -80,6 +80,26 @@ def peak_bytes(stmt, device: str) -> Optional[int]:
     return torch.cuda.max_memory_allocated() - base
 
 
+def _minor_faults() -> Optional[int]:
+    try:
+        import resource
+    except ImportError:  # not on every platform
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def faults_per_call(stmt, device: str, calls: int = 2) -> Optional[float]:
+    """CPU only: minor page faults per call of stmt() (fresh large outputs fault on first touch)."""
+    if device != "cpu":
+        return None
+    before = _minor_faults()
+    if before is None:
+        return None
+    for _ in range(calls):
+        stmt()
+    return (_minor_faults() - before) / calls
+
+
 def _peer_order(case: Case, only: Optional[set]) -> list:
     names = [case.baseline] + [p for p in case.peers if p != case.baseline]
     return [p for p in names if p in case.peers and (only is None or p in only or p == case.baseline)]
@@ -98,6 +118,7 @@ def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
     peers: dict = {}
     reference_outputs = None
     grad_out = None
+    fill = None
     for name in _peer_order(case, cfg.peers):
         rec: dict = {}
         try:
@@ -145,11 +166,22 @@ def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
             m = measure(stmt, cfg.min_run_time)
             rec.update(median_s=m.median, iqr_s=m.iqr, mean_s=m.mean, runs=len(m.times),
                        number_per_run=m.number_per_run)
+            pf = faults_per_call(stmt, case.device)
+            if pf is not None:
+                rec["page_faults_per_call"] = pf
             if case.mode == "fwd+bwd" and name != "numpy":
                 rec["saved_bytes"] = saved_bytes(peer.fn)
             pb = peak_bytes(stmt, case.device)
             if pb is not None:
                 rec["peak_bytes"] = pb
+            if name == case.baseline and case.fill_shape is not None:
+                # The fill limit, right after the baseline: same allocator state (see Limits.fill).
+                shape, dtype = case.fill_shape, case.dtype
+                fill_stmt = lambda: torch.ones(shape, dtype=dtype, device=case.device)  # noqa: E731
+                fill = {"median_s": limits.fill(shape, dtype).median}
+                pf = faults_per_call(fill_stmt, case.device)
+                if pf is not None:
+                    fill["page_faults_per_call"] = pf
         except Exception as e:  # one failing peer (e.g. out of memory) must not end the run
             rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             if isinstance(e, torch.OutOfMemoryError):
@@ -170,8 +202,10 @@ def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
         "roofline_s": max(t_mem, t_fma), "bound": "memory" if t_mem >= t_fma else "compute",
         "peers": peers,
     }
-    if case.fill_shape is not None:
-        result["fill_s"] = limits.fill_time(case.fill_shape, case.dtype)
+    if fill is not None:
+        result["fill_s"] = fill["median_s"]
+        if "page_faults_per_call" in fill:
+            result["fill_page_faults_per_call"] = fill["page_faults_per_call"]
     base = peers.get(case.baseline, {}).get("median_s")
     result["speedup"] = {p: r["median_s"] / base for p, r in peers.items()
                          if base and "median_s" in r and p != case.baseline}

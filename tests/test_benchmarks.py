@@ -104,6 +104,7 @@ def test_quick_preset_cases():
     assert "polyval fwd power D=16 N=1e6 float32 cpu" in names
     assert "features fwd+bwd chebyshev D=8 N=1e6 float32 cpu" in names
     assert "polyval fwd power D=16 N=1e6 bfloat16 cpu" in names
+    assert "polyval fwd+bwd power D=2 N=1e4 float32 cpu" in names
     assert len(names) == len(set(names))
 
 
@@ -141,6 +142,7 @@ def test_registered_op_runs(dummy_op):
         assert r["roofline_s"] > 0 and r["bandwidth_GBps"] > 0
         if case.mode == "fwd+bwd":
             assert r["peers"]["polyfit"]["saved_bytes"] == 4 * 4096  # x, saved twice
+        assert r["peers"]["polyfit"]["page_faults_per_call"] >= 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,3 +206,6 @@ def test_edge_cases_run_without_errors():
         assert all(p.get("agrees", True) for p in r["peers"].values()), (case.name, r["peers"])
         if case.dtype == torch.bfloat16:
             assert "torch_vander" not in r["peers"] and "agrees" not in r["peers"]["seed"]
+        if case.op == "features":
+            assert r["fill_s"] > 0
+            assert r["baseline_over_fill"] == pytest.approx(r["peers"]["polyfit"]["median_s"] / r["fill_s"])
