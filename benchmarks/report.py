@@ -13,6 +13,12 @@ from .registry import fmt_count
 PEER_ORDER = ["seed", "eager_horner", "compile_seed", "compile_horner", "torch_vander", "numpy", "reference"]
 
 
+def _color(peer: str) -> str:
+    """The same colour for a peer in every plot (matplotlib's tab10 cycle, in PEER_ORDER)."""
+    names = PEER_ORDER + sorted({peer} - set(PEER_ORDER))
+    return f"C{names.index(peer) % 10}"
+
+
 def fmt_time(s) -> str:
     if s is None or (isinstance(s, float) and math.isnan(s)):
         return "—"
@@ -292,7 +298,7 @@ def write_plots(out_dir: str, run: dict) -> tuple[list, str]:
                     if p == base:
                         ax.plot(xs, ts, marker="o", ms=8, lw=2.5, color="k", zorder=3, label=p)
                     else:
-                        ax.plot(xs, ts, marker="o", ms=4, lw=1.2, label=p)
+                        ax.plot(xs, ts, marker="o", ms=4, lw=1.2, color=_color(p), label=p)
             ax.plot(xs, [r["roofline_s"] for r in sub], "k--", marker="x", label="roofline")
             if all("fill_s" in r for r in sub):
                 ax.plot(xs, [r["fill_s"] for r in sub], "k:", marker="+", label="fill")
@@ -324,7 +330,7 @@ def write_plots(out_dir: str, run: dict) -> tuple[list, str]:
         fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rs) * max(1, len(cols)) * 0.35 + 3), 4.5))
         for j, p in enumerate(cols):
             xs = [i + (j - (len(cols) - 1) / 2) * width for i in range(len(rs))]
-            ax.bar(xs, [r["speedup"].get(p, float("nan")) for r in rs], width, label=p)
+            ax.bar(xs, [r["speedup"].get(p, float("nan")) for r in rs], width, color=_color(p), label=p)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
         ax.set_xticks(range(len(rs)))
