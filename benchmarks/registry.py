@@ -21,7 +21,8 @@ yields `Case` objects. Another module adds its own ops the same way, for example
     add_to_preset("quick", Grid(ops=("polylinear",), modes=("fwd+bwd",), n=(1024,), degrees=(8,),
                                 bases=("chebyshev",), dtypes=(torch.float32,)))
 
-and is imported by `benchmarks.cases` (see `_load_extra_modules` there) so that its registrations run.
+Modules named benchmarks/cases_*.py are imported automatically (`load_cases`), so their
+registrations run before the cases are generated.
 """
 
 from __future__ import annotations
