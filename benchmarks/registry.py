@@ -21,7 +21,8 @@ yields `Case` objects. Another module adds its own ops the same way, for example
     add_to_preset("quick", Grid(ops=("polylinear",), modes=("fwd+bwd",), n=(1024,), degrees=(8,),
                                 bases=("chebyshev",), dtypes=(torch.float32,)))
 
-and is imported by `benchmarks.cases` (see `_load_extra_modules` there) so that its registrations run.
+Modules named benchmarks/cases_*.py are imported automatically (`load_cases`), so their
+registrations run before the cases are generated.
 """
 
 from __future__ import annotations
@@ -187,6 +188,9 @@ def _quick(devices: tuple) -> list[Grid]:
              n=(10**6,), degrees=(8,)),
         Grid(ops=("polyval",), modes=("fwd",), bases=("power",), dtypes=(torch.bfloat16,), devices=devices,
              n=(10**6,), degrees=(16,)),
+        # A small size, where per-call overhead rather than the kernel decides.
+        Grid(ops=("polyval",), bases=("power",), dtypes=(torch.float32,), devices=devices,
+             n=(10**4,), degrees=(2, 16)),
     ]
 
 

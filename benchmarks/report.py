@@ -13,6 +13,12 @@ from .registry import fmt_count
 PEER_ORDER = ["seed", "eager_horner", "compile_seed", "compile_horner", "torch_vander", "numpy", "reference"]
 
 
+def _color(peer: str) -> str:
+    """The same colour for a peer in every plot (matplotlib's tab10 cycle, in PEER_ORDER)."""
+    names = PEER_ORDER + sorted({peer} - set(PEER_ORDER))
+    return f"C{names.index(peer) % 10}"
+
+
 def fmt_time(s) -> str:
     if s is None or (isinstance(s, float) and math.isnan(s)):
         return "—"
@@ -128,6 +134,13 @@ def _group(results: list) -> "OrderedDict[tuple, list]":
     return groups
 
 
+def _faults(n) -> str:
+    """', 8.8k page faults' for a CPU figure that faulted noticeably (fresh large outputs)."""
+    if n is None or n < 10:
+        return ""
+    return f", {n / 1000:.1f}k page faults" if n >= 1000 else f", {n:.0f} page faults"
+
+
 def markdown(run: dict) -> str:
     m = run["machine"]
     lines = ["# polyfit benchmarks", ""]
@@ -138,11 +151,12 @@ def markdown(run: dict) -> str:
     c = run["config"]
     lines.append(f"- Run: `{c['command']}`; {len(run['results'])} cases in {run['wall_s']:.0f} s; "
                  f"at least {c['min_run_time']} s of timed runs per measurement")
-    loads = [m.get("loadavg_start", float("nan"))] + [r.get("loadavg_1min", float("nan")) for r in run["results"]]
-    loads = [x for x in loads if not math.isnan(x)]
+    start = m.get("loadavg_start", float("nan"))
+    loads = [x for x in (r.get("loadavg_1min", float("nan")) for r in run["results"]) if not math.isnan(x)]
     if loads:
-        lines.append(f"- 1-minute load average during the run: {min(loads):.1f} to {max(loads):.1f} on {m['cores']} cores"
-                     + (" — other processes competed for the CPU: timings are noisy" if max(loads) > m["cores"] else ""))
+        busy = start > 1.0 or max(loads) > m["cores"]  # the run itself adds up to its thread count
+        lines.append(f"- 1-minute load average: {start:.1f} before the run, up to {max(loads):.1f} during it "
+                     f"(on {m['cores']} cores)" + (" — other processes competed for the CPU: timings are noisy" if busy else ""))
     lines.append("")
     lines.append("## The machine's limits, measured in this run")
     lines.append("")
@@ -156,7 +170,9 @@ def markdown(run: dict) -> str:
                  "Each peer cell: median time (polyfit's speedup over that peer = peer median / polyfit median). "
                  "Roofline: max(bytes / copy bandwidth at the case's working set, FMAs / FMA peak), and the "
                  "share of it polyfit reaches. `fill`: time to allocate and fill a tensor of the output's size, "
-                 "and polyfit's time over it. (!) marks a peer whose output disagrees with polyfit's; — a peer "
+                 "and polyfit's time over it; both measured one after the other, since a fresh output over 32 MiB "
+                 "costs page faults or not depending on the allocator's state (page faults per call are shown "
+                 "where there are any). (!) marks a peer whose output disagrees with polyfit's; — a peer "
                  "that does not apply.")
     for (op, mode), rs in _group(run["results"]).items():
         cols = peer_columns(rs)
@@ -167,7 +183,8 @@ def markdown(run: dict) -> str:
         lines.append("|" + "---|" * len(head))
         for r in rs:
             base = r["peers"].get(r["baseline"], {})
-            cells = [case_label(r), f"{fmt_time(base['median_s'])} (IQR {100 * base['iqr_s'] / base['median_s']:.0f}%)"
+            cells = [case_label(r), f"{fmt_time(base['median_s'])} (IQR {100 * base['iqr_s'] / base['median_s']:.0f}%"
+                     + _faults(base.get("page_faults_per_call")) + ")"
                      if "median_s" in base else f"error: {base.get('error')}"]
             pct = r["roofline_pct"].get(r["baseline"])
             cells.append(f"{fmt_time(r['roofline_s'])} {r['bound']}" + (f" ({pct:.0f}%)" if pct is not None else ""))
@@ -182,7 +199,8 @@ def markdown(run: dict) -> str:
                     sp = r["speedup"].get(p)
                     cells.append(f"{fmt_time(rec['median_s'])} ({fmt_ratio(sp)}){flag}" if sp else fmt_time(rec["median_s"]))
             if has_fill:
-                cells.append(f"{fmt_time(r['fill_s'])} ({r['baseline_over_fill']:.2f}x)" if "baseline_over_fill" in r else "—")
+                cells.append(f"{fmt_time(r['fill_s'])} (" + (f"{r['baseline_over_fill']:.2f}x" if "baseline_over_fill" in r else "")
+                             + _faults(r.get("fill_page_faults_per_call")) + ")" if "fill_s" in r else "—")
             lines.append("| " + " | ".join(cells) + " |")
 
     # Memory: autograd-saved bytes (every device) and peak allocation (CUDA).
@@ -219,6 +237,16 @@ def markdown(run: dict) -> str:
                 key = f"- {p}: {rec['note']}"
                 if key not in notes:
                     notes.append(key)
+    half_errs: dict = {}
+    for r in run["results"]:
+        if r["dtype"] in ("bfloat16", "float16"):
+            for p, rec in r["peers"].items():
+                if "rel_err" in rec:
+                    half_errs[p] = max(half_errs.get(p, 0.0), rec["rel_err"])
+    if half_errs:
+        notes.append("- half-precision cases: largest difference from polyfit, relative to its largest output: "
+                     + ", ".join(f"{p} {e:.2g}" for p, e in half_errs.items())
+                     + " (peers computing in bfloat16/float16 round at every step; polyfit computes in float32)")
     for p, ts in first_calls.items():
         notes.append(f"- {p}: first calls (compilation, excluded from the medians) took {sum(ts):.1f} s in all, "
                      f"{min(ts):.1f}–{max(ts):.1f} s each")
@@ -270,7 +298,7 @@ def write_plots(out_dir: str, run: dict) -> tuple[list, str]:
                     if p == base:
                         ax.plot(xs, ts, marker="o", ms=8, lw=2.5, color="k", zorder=3, label=p)
                     else:
-                        ax.plot(xs, ts, marker="o", ms=4, lw=1.2, label=p)
+                        ax.plot(xs, ts, marker="o", ms=4, lw=1.2, color=_color(p), label=p)
             ax.plot(xs, [r["roofline_s"] for r in sub], "k--", marker="x", label="roofline")
             if all("fill_s" in r for r in sub):
                 ax.plot(xs, [r["fill_s"] for r in sub], "k:", marker="+", label="fill")
@@ -302,7 +330,7 @@ def write_plots(out_dir: str, run: dict) -> tuple[list, str]:
         fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rs) * max(1, len(cols)) * 0.35 + 3), 4.5))
         for j, p in enumerate(cols):
             xs = [i + (j - (len(cols) - 1) / 2) * width for i in range(len(rs))]
-            ax.bar(xs, [r["speedup"].get(p, float("nan")) for r in rs], width, label=p)
+            ax.bar(xs, [r["speedup"].get(p, float("nan")) for r in rs], width, color=_color(p), label=p)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
         ax.set_xticks(range(len(rs)))

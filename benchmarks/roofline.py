@@ -98,7 +98,7 @@ def _round_pow2(n: int) -> int:
 
 
 class Limits:
-    """Copy bandwidth, FMA peak and fill time of one device, measured lazily and cached."""
+    """Copy bandwidth and FMA peak of one device, measured lazily and cached; fill time, measured each time."""
 
     # Large enough to leave every cache on CPUs and GPUs.
     LARGE_COPY_BYTES = 1 << 28
@@ -110,7 +110,6 @@ class Limits:
         self.min_run_time = min_run_time
         self._bw: dict[int, float] = {}
         self._peak: dict[torch.dtype, float] = {}
-        self._fill: dict[tuple, float] = {}
 
     def copy_bandwidth(self, nbytes: int) -> float:
         """Bytes/s of dst.copy_(src) moving about `nbytes` (read + written), rounded up to a power of two
@@ -140,13 +139,12 @@ class Limits:
             self._peak[dtype] = n ** 3 / m.median
         return self._peak[dtype]
 
-    def fill_time(self, shape: tuple, dtype: torch.dtype) -> float:
-        """Seconds to allocate a fresh tensor and fill it (torch.ones), like an op's new output."""
-        key = (tuple(shape), dtype)
-        if key not in self._fill:
-            m = measure(lambda: torch.ones(shape, dtype=dtype, device=self.device), self.min_run_time)
-            self._fill[key] = m.median
-        return self._fill[key]
+    def fill(self, shape: tuple, dtype: torch.dtype):
+        """Measurement of allocating a fresh tensor and filling it (torch.ones), like an op's new
+        output. Not cached: large fresh allocations cost page faults or not depending on the
+        allocator's state (glibc serves blocks over 32 MiB by mmap unless its heap has room), so the
+        runner measures it right after the baseline, in the same state."""
+        return measure(lambda: torch.ones(shape, dtype=dtype, device=self.device), self.min_run_time)
 
     def summary(self) -> dict:
         return {

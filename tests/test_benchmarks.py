@@ -104,6 +104,7 @@ def test_quick_preset_cases():
     assert "polyval fwd power D=16 N=1e6 float32 cpu" in names
     assert "features fwd+bwd chebyshev D=8 N=1e6 float32 cpu" in names
     assert "polyval fwd power D=16 N=1e6 bfloat16 cpu" in names
+    assert "polyval fwd+bwd power D=2 N=1e4 float32 cpu" in names
     assert len(names) == len(set(names))
 
 
@@ -141,6 +142,7 @@ def test_registered_op_runs(dummy_op):
         assert r["roofline_s"] > 0 and r["bandwidth_GBps"] > 0
         if case.mode == "fwd+bwd":
             assert r["peers"]["polyfit"]["saved_bytes"] == 4 * 4096  # x, saved twice
+        assert r["peers"]["polyfit"]["page_faults_per_call"] >= 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,3 +188,24 @@ def test_suite_smoke(tmp_path):
         assert sorted(p.name for p in out.glob("*.png")) == [
             "speedup_polyval_fwd_cpu.png", "speedup_polyval_fwdbwd_cpu.png",
             "time_polyval_fwd_power_float32_cpu.png", "time_polyval_fwdbwd_power_float32_cpu.png"]
+
+
+def test_edge_cases_run_without_errors():
+    """Degree 0 (x unused in fwd+bwd) and bfloat16 (no torch.linalg.vander) run every applicable peer."""
+    grids = [Grid(ops=("polyval", "features"), n=(64,), degrees=(0,), dtypes=(torch.float32,)),
+             Grid(ops=("features",), modes=("fwd",), n=(64,), degrees=(4,), dtypes=(torch.bfloat16,))]
+    cases = generate(grids)
+    names = [c.name for c in cases]
+    assert "features fwd+bwd power D=0 N=64 float32 cpu" not in names  # nothing depends on x
+    assert "polyval fwd+bwd power D=0 N=64 float32 cpu" in names
+    limits = Limits("cpu", min_run_time=0.01)
+    cfg = RunConfig(min_run_time=0.01, peers={"seed", "eager_horner", "torch_vander", "numpy", "reference"})
+    for case in cases:
+        r = run_case(case, limits, cfg)
+        assert all("error" not in p for p in r["peers"].values()), (case.name, r["peers"])
+        assert all(p.get("agrees", True) for p in r["peers"].values()), (case.name, r["peers"])
+        if case.dtype == torch.bfloat16:
+            assert "torch_vander" not in r["peers"] and "agrees" not in r["peers"]["seed"]
+        if case.op == "features":
+            assert r["fill_s"] > 0
+            assert r["baseline_over_fill"] == pytest.approx(r["peers"]["polyfit"]["median_s"] / r["fill_s"])
