@@ -14,6 +14,9 @@
 
 #include <c10/macros/Macros.h>
 
+// Every function here is C10_ALWAYS_INLINE: each is called once per SIMD pack in the innermost
+// loops, where an out-of-line call (which compilers do choose for the bigger ones) costs more than the math.
+
 namespace polyfit {
 
 enum class Basis : int {
@@ -25,12 +28,12 @@ enum class Basis : int {
   Laguerre = 5,
 };
 
-C10_HOST_DEVICE inline float fmadd(float a, float b, float c) { return a * b + c; }
-C10_HOST_DEVICE inline double fmadd(double a, double b, double c) { return a * b + c; }
-C10_HOST_DEVICE inline float fmsub(float a, float b, float c) { return a * b - c; }
-C10_HOST_DEVICE inline double fmsub(double a, double b, double c) { return a * b - c; }
-C10_HOST_DEVICE inline float fnmadd(float a, float b, float c) { return c - a * b; }
-C10_HOST_DEVICE inline double fnmadd(double a, double b, double c) { return c - a * b; }
+C10_HOST_DEVICE C10_ALWAYS_INLINE float fmadd(float a, float b, float c) { return a * b + c; }
+C10_HOST_DEVICE C10_ALWAYS_INLINE double fmadd(double a, double b, double c) { return a * b + c; }
+C10_HOST_DEVICE C10_ALWAYS_INLINE float fmsub(float a, float b, float c) { return a * b - c; }
+C10_HOST_DEVICE C10_ALWAYS_INLINE double fmsub(double a, double b, double c) { return a * b - c; }
+C10_HOST_DEVICE C10_ALWAYS_INLINE float fnmadd(float a, float b, float c) { return c - a * b; }
+C10_HOST_DEVICE C10_ALWAYS_INLINE double fnmadd(double a, double b, double c) { return c - a * b; }
 
 // 1/j, needed by the Legendre and Laguerre recurrences. A device may pass a table instead.
 template <typename T>
@@ -52,15 +55,15 @@ struct Window {
 // Points inside the domain map inside [-1, 1]; there, and only there, the rounding overshoot of the
 // affine map is clamped, so t = +-1 exactly at the domain ends. Points outside extrapolate.
 // Needs select(mask, a, b), inside(x, lo, hi) and clamp_unit(t) for V (scalar versions below).
-C10_HOST_DEVICE inline bool inside(float x, float lo, float hi) { return x >= lo && x <= hi; }
-C10_HOST_DEVICE inline bool inside(double x, double lo, double hi) { return x >= lo && x <= hi; }
-C10_HOST_DEVICE inline float select(bool m, float a, float b) { return m ? a : b; }
-C10_HOST_DEVICE inline double select(bool m, double a, double b) { return m ? a : b; }
-C10_HOST_DEVICE inline float clamp_unit(float t) { return t < -1.f ? -1.f : (t > 1.f ? 1.f : t); }
-C10_HOST_DEVICE inline double clamp_unit(double t) { return t < -1.0 ? -1.0 : (t > 1.0 ? 1.0 : t); }
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool inside(float x, float lo, float hi) { return x >= lo && x <= hi; }
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool inside(double x, double lo, double hi) { return x >= lo && x <= hi; }
+C10_HOST_DEVICE C10_ALWAYS_INLINE float select(bool m, float a, float b) { return m ? a : b; }
+C10_HOST_DEVICE C10_ALWAYS_INLINE double select(bool m, double a, double b) { return m ? a : b; }
+C10_HOST_DEVICE C10_ALWAYS_INLINE float clamp_unit(float t) { return t < -1.f ? -1.f : (t > 1.f ? 1.f : t); }
+C10_HOST_DEVICE C10_ALWAYS_INLINE double clamp_unit(double t) { return t < -1.0 ? -1.0 : (t > 1.0 ? 1.0 : t); }
 
 template <typename T, typename V>
-C10_HOST_DEVICE inline V map_to_window(const V& x, const Window<T>& w) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE V map_to_window(const V& x, const Window<T>& w) {
   if (!w.mapped) return x;
   V t = fmadd(V(w.scale), x, V(w.offset));
   return select(inside(x, V(w.lo), V(w.hi)), clamp_unit(t), t);
@@ -71,7 +74,7 @@ C10_HOST_DEVICE inline V map_to_window(const V& x, const Window<T>& w) {
 //     b_k = c_k + (a_k t + b_k) b_{k+1} - g_{k+1} b_{k+2},   sum = b_0.
 // coef(k) returns a V (a broadcast scalar, or one coefficient per SIMD lane).
 template <Basis B, typename T, typename V, typename Coef, typename Inv = Reciprocal<T>>
-C10_HOST_DEVICE inline V series(const Coef& coef, int K, const V& t, Inv inv = Inv()) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE V series(const Coef& coef, int K, const V& t, Inv inv = Inv()) {
   V b1 = coef(K - 1);
   if constexpr (B == Basis::Power) {  // Horner
     for (int k = K - 2; k >= 0; --k) b1 = fmadd(b1, t, coef(k));
@@ -108,7 +111,7 @@ C10_HOST_DEVICE inline V series(const Coef& coef, int K, const V& t, Inv inv = I
 // Weighted basis values w P_0(t) .. w P_{K-1}(t) by the forward recurrence (which is linear, so
 // starting it from w instead of 1 folds the weight in); sink(k, w P_k) receives each.
 template <Basis B, typename T, typename V, typename Sink, typename Inv = Reciprocal<T>>
-C10_HOST_DEVICE inline void basis_values(const V& t, const V& w, int K, Sink&& sink, Inv inv = Inv()) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void basis_values(const V& t, const V& w, int K, Sink&& sink, Inv inv = Inv()) {
   V p0 = w;
   sink(0, p0);
   if (K < 2) return;
@@ -150,7 +153,7 @@ C10_HOST_DEVICE inline void basis_values(const V& t, const V& w, int K, Sink&& s
 // d/dt sum_{k<K} c_k P_k(t), in the same basis (numpy's polyder, chebder, ...). K >= 2;
 // c and d must not overlap. Only integer constants multiply; nothing divides.
 template <Basis B, typename T, typename V>
-C10_HOST_DEVICE inline void derivative(const V* c, int K, V* d) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void derivative(const V* c, int K, V* d) {
   if constexpr (B == Basis::Power || B == Basis::Hermite || B == Basis::HermiteE) {
     // x^k' = k x^{k-1};  H_k' = 2k H_{k-1};  He_k' = k He_{k-1}
     const int f = B == Basis::Hermite ? 2 : 1;
@@ -183,7 +186,7 @@ C10_HOST_DEVICE inline void derivative(const V* c, int K, V* d) {
 // The transpose of derivative(): h[0..K-1] = D^T g for g[0..K-2]. It carries a gradient with
 // respect to derivative coefficients back to the original coefficients. g and h must not overlap.
 template <Basis B, typename T, typename V>
-C10_HOST_DEVICE inline void derivative_transpose(const V* g, int K, V* h) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void derivative_transpose(const V* g, int K, V* h) {
   h[0] = V(T(0));
   if constexpr (B == Basis::Power || B == Basis::Hermite || B == Basis::HermiteE) {
     const int f = B == Basis::Hermite ? 2 : 1;

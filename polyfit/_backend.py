@@ -8,8 +8,7 @@ which honours ATEN_CPU_CAPABILITY). Anything else runs polyfit.reference.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import importlib.machinery
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +16,20 @@ from dataclasses import dataclass, field
 import torch
 
 FORCE_FALLBACK_ENV = "POLYFIT_FORCE_FALLBACK"
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def compiled_library(name: str) -> str | None:
+    """Path of the compiled library `name` in this package's own folder, or None.
+
+    Looked up by path, not by import: an editable install's import hook would otherwise hand a copy
+    of the Python sources the libraries of another tree.
+    """
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(PACKAGE_DIR, name + suffix)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 @dataclass
@@ -44,11 +57,10 @@ def _load() -> BackendState:
         state.forced_fallback = True
         state.reason = f"{FORCE_FALLBACK_ENV}=1"
         return state
-    try:
-        from . import _build_info
-    except ImportError:
+    if not os.path.isfile(os.path.join(PACKAGE_DIR, "_build_info.py")):
         state.reason = "polyfit was not compiled (no polyfit._build_info); install with `pip install --no-build-isolation .`"
         return state
+    from . import _build_info
     state.build = {k: getattr(_build_info, k) for k in dir(_build_info) if k.isupper()}
     if _build_info.TORCH_VERSION != torch.__version__:
         state.reason = (
@@ -60,18 +72,19 @@ def _load() -> BackendState:
             f"polyfit was compiled for CUDA {_build_info.CUDA_VERSION} but torch uses CUDA {torch.version.cuda}; "
             "rebuild it against this torch")
         return state
+    schemas = compiled_library("_C")
+    if schemas is None:
+        state.reason = "polyfit's compiled library polyfit._C is missing; rebuild it"
+        return state
     try:
-        importlib.import_module("polyfit._C")
+        torch.ops.load_library(schemas)
         for isa in _isa_preference():
-            if isa not in _build_info.CPU_ISAS:
-                continue
-            spec = importlib.util.find_spec(f"polyfit._cpu_{isa}")
-            if spec is None or spec.origin is None:
-                continue
-            torch.ops.load_library(spec.origin)
-            state.cpu_isa = isa
-            break
-    except (ImportError, OSError) as e:
+            path = compiled_library(f"_cpu_{isa}") if isa in _build_info.CPU_ISAS else None
+            if path is not None:
+                torch.ops.load_library(path)
+                state.cpu_isa = isa
+                break
+    except OSError as e:
         state.reason = f"polyfit's compiled library failed to load ({e}); rebuild it against this torch"
         return state
     if state.cpu_isa is None:

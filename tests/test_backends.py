@@ -88,10 +88,7 @@ def test_every_cpu_instruction_set_library_agrees(compiled_probe, isa):
 
 
 def _library(isa):
-    import importlib.util
-
-    spec = importlib.util.find_spec(f"polyfit._cpu_{isa}")
-    return spec.origin if spec else None
+    return _backend.compiled_library(f"_cpu_{isa}")
 
 
 @compiled
