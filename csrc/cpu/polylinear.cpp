@@ -1,0 +1,89 @@
+// CPU kernels of the Kolmogorov-Arnold layer: the basis tile of map(x), and grad_x from G = dY W.
+// Lanes run along in_features, so the degree-major tiles are read and written whole SIMD packs at
+// a time. The math is basis.h; the host side (tiles, GEMMs) is csrc/polylinear.cpp.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../basis.h"
+#include "../polylinear.h"
+#include "pack.h"
+
+namespace polyfit::cpu {
+namespace {
+
+template <typename T>
+inline Pack<T> apply_map(const Pack<T>& x, InputMap map) {
+  return map == InputMap::Tanh ? vtanh(x) : x;
+}
+
+template <typename scalar_t>
+void polylinear_basis_kernel(const Tensor& x, Tensor& phi, Basis basis, InputMap map) {
+  using T = scalar_t;
+  using P = Pack<T>;
+  constexpr int L = P::kLanes;
+  const int64_t n = x.size(0), in = x.size(1), sr = x.stride(0), si = x.stride(1);
+  const int K = static_cast<int>(phi.size(1));
+  const int64_t blocks = ceil_div(in, L);
+  const T* xp = x.const_data_ptr<T>();
+  T* op = phi.mutable_data_ptr<T>();
+  POLYFIT_DISPATCH_BASIS(basis, [&] {
+    at::parallel_for(0, n * blocks, grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t r = blk / blocks, i0 = (blk % blocks) * L;
+        const int cnt = static_cast<int>(std::min<int64_t>(L, in - i0));
+        const P t = apply_map(load_lanes<T>(xp + r * sr + i0 * si, si, cnt, T(0)), map);
+        T* o = op + r * K * in + i0;
+        basis_values<kBasis, T>(t, K, [&](int k, const P& p) { store_lanes(p, o + int64_t(k) * in, cnt); });
+      }
+    });
+  });
+}
+
+template <typename scalar_t>
+void polylinear_grad_x_kernel(const Tensor& x, const Tensor& g, Tensor& gx, Basis basis, InputMap map) {
+  using T = scalar_t;
+  using P = Pack<T>;
+  constexpr int L = P::kLanes;
+  const int64_t n = x.size(0), in = x.size(1), sr = x.stride(0), si = x.stride(1);
+  const int K = static_cast<int>(g.size(1));
+  const int64_t blocks = ceil_div(in, L);
+  const T* xp = x.const_data_ptr<T>();
+  const T* gp = g.const_data_ptr<T>();
+  T* op = gx.mutable_data_ptr<T>();
+  POLYFIT_DISPATCH_BASIS(basis, [&] {
+    at::parallel_for(0, n * blocks, grain(int64_t(L) * K * 2), [&](int64_t b0, int64_t b1) {
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t r = blk / blocks, i0 = (blk % blocks) * L;
+        const int cnt = static_cast<int>(std::min<int64_t>(L, in - i0));
+        const P t = apply_map(load_lanes<T>(xp + r * sr + i0 * si, si, cnt, T(0)), map);
+        const T* gr = gp + r * K * in + i0;
+        P acc(T(0));
+        basis_values_and_derivatives<kBasis, T>(t, K, [&](int k, const P&, const P& d) {
+          if (k > 0) acc = fmadd(load_lanes<T>(gr + int64_t(k) * in, 1, cnt, T(0)), d, acc);
+        });
+        if (map == InputMap::Tanh) acc = acc * fnmadd(t, t, P(T(1)));  // tanh' = 1 - tanh^2, safe at saturation
+        store_lanes(acc, op + r * in + i0, cnt);
+      }
+    });
+  });
+}
+
+void polylinear_basis_cpu(const Tensor& x, Tensor& phi, Basis basis, InputMap map) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "polyfit_polylinear_basis",
+                             [&] { polylinear_basis_kernel<scalar_t>(x, phi, basis, map); });
+}
+
+void polylinear_grad_x_cpu(const Tensor& x, const Tensor& g, Tensor& gx, Basis basis, InputMap map) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "polyfit_polylinear_grad_x",
+                             [&] { polylinear_grad_x_kernel<scalar_t>(x, g, gx, basis, map); });
+}
+
+const PolyLinearKernels kCpuPolyLinearKernels{&polylinear_basis_cpu, &polylinear_grad_x_cpu};
+
+}  // namespace
+}  // namespace polyfit::cpu
+
+TORCH_LIBRARY_IMPL(polyfit, CPU, m) {
+  POLYFIT_REGISTER_POLYLINEAR(::polyfit::cpu::kCpuPolyLinearKernels);
+}
