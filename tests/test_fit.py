@@ -248,3 +248,36 @@ def test_bad_inputs():
             torch.ops.polyfit.fit(x, y, None, 10, "power", None)
         with pytest.raises(ValueError, match="do not broadcast"):
             torch.ops.polyfit.fit(x, y[:2], None, 2, "power", None)
+
+
+def test_hypothesis_batches_against_reference():
+    # Random batch shapes, N around the SIMD width, degrees, bases, domains and weights.
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=40, deadline=None)
+    @hypothesis.given(R=st.integers(1, 45), extra=st.integers(0, 40), degree=st.integers(0, 7),
+                      basis=st.sampled_from(polyfit.BASES), mapped=st.booleans(), weighted=st.booleans(),
+                      shared_x=st.booleans())
+    def check(R, extra, degree, basis, mapped, weighted, shared_x):
+        N = degree + 1 + extra
+        domain = DOMAIN if mapped else None
+        x, y, w = _curves(R, N, seed=R * 7 + N, domain=domain, weighted=weighted,
+                          lo_hi=(0.0, 6.0) if basis == "laguerre" else (-1.0, 1.0))
+        if shared_x:
+            x = x[0]
+        t = [torch.from_numpy(a) if a is not None else None for a in (x, y, w)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", polyfit.RankWarning)  # tiny N can be near-deficient
+            f = polyfit.fit(t[0], t[1], degree, basis, weight=t[2], domain=domain)
+        c, r, k = reference.fit(t[0], t[1], degree, basis, t[2], domain)
+        assert f.coeffs.shape == (R, degree + 1)
+        torch.testing.assert_close(f.rank, k)
+        ok = k == degree + 1
+        scale = c.abs().amax(-1, keepdim=True).clamp_min(1.0)
+        cond = _cond(np.broadcast_to(x, y.shape), w, degree, basis, domain)
+        tol = torch.from_numpy(np.maximum(1e-8, 100 * cond * np.finfo(np.float64).eps)).unsqueeze(-1)
+        assert ((f.coeffs - c).abs()[ok] <= (tol * scale)[ok]).all()
+        torch.testing.assert_close(f.residuals, r, rtol=1e-7, atol=1e-12)
+
+    check()

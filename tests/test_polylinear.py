@@ -249,3 +249,34 @@ def test_matches_chebykan_style_layer():
         T.append(2 * t * T[-1] - T[-2])
     want = torch.einsum("bik,oik->bo", torch.stack(T, -1), layer.weight)
     torch.testing.assert_close(layer(x), want)
+
+
+def test_hypothesis_shapes_and_strides():
+    # Random sizes (partial SIMD packs included), degrees, bases, maps, and x transposed or sliced.
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=40, deadline=None)
+    @hypothesis.given(B=st.integers(0, 70), n_in=st.integers(1, 40), n_out=st.integers(1, 9),
+                      degree=st.integers(0, 12), basis=st.sampled_from(polyfit.BASES), input_map=st.sampled_from(MAPS),
+                      layout=st.sampled_from(["contiguous", "transposed", "sliced"]), bias=st.booleans())
+    def check(B, n_in, n_out, degree, basis, input_map, layout, bias):
+        x, w, b = _inputs(B, n_in, n_out, degree, "cpu", seed=B * 131 + n_in)
+        if layout == "transposed":
+            x = x.t().contiguous().t()
+        elif layout == "sliced":
+            x = torch.cat([x, x], 1)[:, ::2]
+        b = b if bias else None
+        xx, ww = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = polyfit.polylinear(xx, ww, b, basis, input_map)
+        xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+        yr = reference.polylinear(xr, wr, b, basis, input_map)
+        torch.testing.assert_close(y, yr, rtol=1e-10, atol=1e-10)
+        if B:
+            dy = torch.randn_like(y)
+            g = torch.autograd.grad(y, [xx, ww], dy)
+            gr = torch.autograd.grad(yr, [xr, wr], dy, allow_unused=True, materialize_grads=True)  # degree 0: no x
+            for a, c in zip(g, gr):
+                torch.testing.assert_close(a, c, rtol=1e-9, atol=1e-9 * max(1.0, c.abs().max().item()))
+
+    check()
