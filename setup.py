@@ -8,6 +8,7 @@ Knobs (environment):
     TORCH_CUDA_ARCH_LIST  CUDA architectures (default "8.0;8.6;8.9;9.0+PTX")
     MAX_JOBS              parallel compile jobs
     DEBUG=1               -O0 -g builds
+    POLYFIT_CPU_ISAS      development only: build a subset of the CPU libraries, e.g. "avx512"
 
 Extensions:
     polyfit._C               op schemas (TORCH_LIBRARY) and, with CUDA, the CUDA kernels
@@ -39,6 +40,9 @@ if platform.machine().lower() in ("x86_64", "amd64"):
     ]
 else:  # other architectures: their baseline vector unit (NEON on aarch64) through ATen's defaults
     CPU_ISAS = [("default", ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"])]
+if os.environ.get("POLYFIT_CPU_ISAS"):  # development: build only these (comma list), e.g. "avx512"
+    _wanted = os.environ["POLYFIT_CPU_ISAS"].split(",")
+    CPU_ISAS = [(isa, flags) for isa, flags in CPU_ISAS if isa in _wanted]
 
 
 def _nvcc_path():

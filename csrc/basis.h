@@ -103,19 +103,20 @@ C10_HOST_DEVICE inline V series(const Coef& coef, int K, const V& t, Inv inv = I
 }
 
 // ---------------------------------------------------------------------------------------------
-// Basis values P_0(t) .. P_{K-1}(t) by the forward recurrence; sink(k, P_k) receives each.
+// Weighted basis values w P_0(t) .. w P_{K-1}(t) by the forward recurrence (which is linear, so
+// starting it from w instead of 1 folds the weight in); sink(k, w P_k) receives each.
 template <Basis B, typename T, typename V, typename Sink, typename Inv = Reciprocal<T>>
-C10_HOST_DEVICE inline void basis_values(const V& t, int K, Sink&& sink, Inv inv = Inv()) {
-  V p0(T(1));
+C10_HOST_DEVICE inline void basis_values(const V& t, const V& w, int K, Sink&& sink, Inv inv = Inv()) {
+  V p0 = w;
   sink(0, p0);
   if (K < 2) return;
   V p1;
   if constexpr (B == Basis::Hermite) {
-    p1 = t + t;
+    p1 = (t + t) * w;
   } else if constexpr (B == Basis::Laguerre) {
-    p1 = V(T(1)) - t;
+    p1 = fnmadd(t, w, w);
   } else {
-    p1 = t;
+    p1 = t * w;
   }
   sink(1, p1);
   const V tt = t + t;

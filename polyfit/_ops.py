@@ -1,10 +1,15 @@
-"""polyfit's functional API: argument checks, the autograd Functions over torch.ops.polyfit.*,
+"""polyfit's functional API: argument checks, the autograd Functions of torch.ops.polyfit.*,
 fake kernels for torch.compile/export, and the choice between compiled and reference backends.
 
 Derivatives: every op here is a series or its derivative, and the derivative of a series is a
 series of one degree less. So the backward of polyval(derivative=n) is built from polyval and
-polyval_backward of order n + 1, each an autograd Function again: gradients of any order exist,
+polyval_backward of order n + 1, which are differentiable again: gradients of any order exist,
 and each order runs the fused kernels.
+
+The autograd.Function classes below define each op's derivative; torch.library.register_autograd
+attaches them to the ops themselves, so the public functions call torch.ops.polyfit.* directly
+(a quarter of the per-call cost of Function.apply) and direct callers of the op registry get the
+same derivatives.
 """
 
 from __future__ import annotations
@@ -173,7 +178,7 @@ class PolyvalFunction(torch.autograd.Function):
         if grad is None or not (need_x or need_c):
             return None, None, None, None, None
         x, coeffs = ctx.saved_tensors
-        gx, gc = PolyvalBackwardFunction.apply(grad, x, coeffs, *ctx.args, need_x, need_c)
+        gx, gc = torch.ops.polyfit.polyval_backward(grad, x, coeffs, *ctx.args, (need_x, need_c))
         return gx, gc, None, None, None
 
 
@@ -184,12 +189,12 @@ class PolyvalBackwardFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(grad, x, coeffs, basis, domain, derivative, need_x, need_c):
-        return torch.ops.polyfit.polyval_backward(grad, x, coeffs, basis, domain, derivative, [need_x, need_c])
+    def forward(grad, x, coeffs, basis, domain, derivative, output_mask):
+        return torch.ops.polyfit.polyval_backward(grad, x, coeffs, basis, domain, derivative, output_mask)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        grad, x, coeffs, basis, domain, derivative, need_x, need_c = inputs
+        grad, x, coeffs, basis, domain, derivative, output_mask = inputs
         ctx.save_for_backward(grad, x, coeffs)
         ctx.args = (basis, domain, derivative)
         ctx.set_materialize_grads(False)
@@ -203,20 +208,20 @@ class PolyvalBackwardFunction(torch.autograd.Function):
         if ggx is not None and (need_x or need_c):
             # grad_x = grad * P^(n+1)(x, c): its x-derivative is order n+2, its c-derivative the
             # order-(n+1) moments of grad * ggx; one fused call gives both.
-            d_x, d_c = PolyvalBackwardFunction.apply(grad * ggx, x, coeffs, basis, domain, n + 1, need_x, need_c)
+            d_x, d_c = torch.ops.polyfit.polyval_backward(grad * ggx, x, coeffs, basis, domain, n + 1, (need_x, need_c))
         if ggc is not None and need_x:
             # grad_c's moments are linear in grad: their x-derivative is grad * P^(n+1)(x, ggc).
-            extra, _ = PolyvalBackwardFunction.apply(grad, x, ggc, basis, domain, n, True, False)
+            extra, _ = torch.ops.polyfit.polyval_backward(grad, x, ggc, basis, domain, n, (True, False))
             d_x = extra if d_x is None else d_x + extra
         if need_grad:
             terms = []
             if ggx is not None:
-                terms.append(ggx * PolyvalFunction.apply(x, coeffs, basis, domain, n + 1))
+                terms.append(ggx * torch.ops.polyfit.polyval(x, coeffs, basis, domain, n + 1))
             if ggc is not None:
-                terms.append(PolyvalFunction.apply(x, ggc, basis, domain, n))
+                terms.append(torch.ops.polyfit.polyval(x, ggc, basis, domain, n))
             if terms:
                 d_grad = _sum_to(sum(terms[1:], terms[0]), grad.shape)
-        return d_grad, d_x, d_c, None, None, None, None, None
+        return d_grad, d_x, d_c, None, None, None, None
 
 
 class FeaturesFunction(torch.autograd.Function):
@@ -241,8 +246,16 @@ class FeaturesFunction(torch.autograd.Function):
         basis, domain, increasing = ctx.args
         coeffs = grad if increasing else grad.flip(-1)
         # Each point's own series: x as (..., 1) against coefficients (..., K).
-        gx = PolyvalFunction.apply(x.unsqueeze(-1), coeffs, basis, domain, 1).squeeze(-1)
+        gx = torch.ops.polyfit.polyval(x.unsqueeze(-1), coeffs, basis, domain, 1).squeeze(-1)
         return gx.to(x.dtype), None, None, None, None
+
+
+# The same derivatives make torch.ops.polyfit.* differentiable when called directly (torch.export,
+# users of the op registry).
+if _backend.STATE.loaded:
+    for _name, _fn in [("features", FeaturesFunction), ("polyval", PolyvalFunction),
+                       ("polyval_backward", PolyvalBackwardFunction)]:
+        torch.library.register_autograd(f"polyfit::{_name}", _fn.backward, setup_context=_fn.setup_context)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +275,7 @@ def features(x: Tensor, degree: int, basis: str = "power", *, domain: Domain = N
     basis = _check_basis(basis)
     domain = _check_domain(domain)
     if _backend.compiled_for(x.device):
-        return FeaturesFunction.apply(x, degree, basis, domain, bool(increasing))
+        return torch.ops.polyfit.features(x, degree, basis, domain, bool(increasing))
     return reference.features(x, degree, basis, domain=domain, increasing=bool(increasing))
 
 
@@ -280,7 +293,7 @@ def polyval(x: Tensor, coeffs: Union[Tensor, Sequence[float]], basis: str = "pow
     domain = _check_domain(domain)
     derivative = _check_int(derivative, "derivative", 0, 1 << 30)
     if _backend.compiled_for(x.device):
-        return PolyvalFunction.apply(x, coeffs, basis, domain, derivative)
+        return torch.ops.polyfit.polyval(x, coeffs, basis, domain, derivative)
     return reference.polyval(x, coeffs, basis, domain=domain, derivative=derivative)
 
 
@@ -314,7 +327,7 @@ class PolyLinearFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         gx = gw = gb = None
         if need_x or need_w:
-            gx, gw = PolyLinearBackwardFunction.apply(grad, x, weight, *ctx.args, need_x, need_w)
+            gx, gw = torch.ops.polyfit.polylinear_backward(grad, x, weight, *ctx.args, (need_x, need_w))
         if need_b:
             gb = grad.sum(0).to(ctx.bias_dtype)
         return gx, gw, gb, None, None
@@ -326,17 +339,17 @@ class PolyLinearBackwardFunction(torch.autograd.Function):
 
         grad_x = s * sum_k G_k P_k'(t),      grad_weight = grad^T P.
 
-    Its backward is written with polyval's and the layer's own Functions, so every order of
-    derivative runs fused kernels (the double backward forms G, but never the basis).
+    Its backward is written with polyval's and the layer's own ops, differentiable again, so every
+    order of derivative runs fused kernels (the double backward forms G, but never the basis).
     """
 
     @staticmethod
-    def forward(grad, x, weight, basis, input_map, need_x, need_w):
-        return torch.ops.polyfit.polylinear_backward(grad, x, weight, basis, input_map, [need_x, need_w])
+    def forward(grad, x, weight, basis, input_map, output_mask):
+        return torch.ops.polyfit.polylinear_backward(grad, x, weight, basis, input_map, output_mask)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        grad, x, weight, basis, input_map, need_x, need_w = inputs
+        grad, x, weight, basis, input_map, output_mask = inputs
         ctx.save_for_backward(grad, x, weight)
         ctx.args = (basis, input_map)
         ctx.set_materialize_grads(False)
@@ -346,6 +359,7 @@ class PolyLinearBackwardFunction(torch.autograd.Function):
         grad, x, weight = ctx.saved_tensors
         basis, input_map = ctx.args
         need_g, need_x, need_w = ctx.needs_input_grad[:3]
+        ops = torch.ops.polyfit
         d_g = d_x = d_w = None
 
         def add(acc, term):
@@ -360,8 +374,8 @@ class PolyLinearBackwardFunction(torch.autograd.Function):
             G = (grad @ w2.to(grad.dtype)).view(B, n_in, K)
             u = ggx if s is None else ggx * s
             # grad_x = s * p with p = polyval'(t; G): one fused call gives d/dt and d/dG of <u, p>.
-            d_t, d_G = PolyvalBackwardFunction.apply(u.unsqueeze(-1), t.unsqueeze(-1), G, basis, None, 1,
-                                                     need_x, need_g or need_w)
+            d_t, d_G = ops.polyval_backward(u.unsqueeze(-1), t.unsqueeze(-1), G, basis, None, 1,
+                                            (need_x, need_g or need_w))
             if d_G is not None:
                 d_G2 = d_G.reshape(B, n_in * K)
                 if need_g:
@@ -371,22 +385,27 @@ class PolyLinearBackwardFunction(torch.autograd.Function):
             if need_x:
                 dx = d_t.squeeze(-1)
                 if s is not None:  # t' = s and s' = -2 t s
-                    p = PolyvalFunction.apply(t.unsqueeze(-1), G, basis, None, 1).squeeze(-1)
+                    p = ops.polyval(t.unsqueeze(-1), G, basis, None, 1).squeeze(-1)
                     dx = dx * s - 2 * ggx * p * t * s
                 d_x = add(d_x, dx)
         if ggw is not None:
             # <ggw, grad^T P(t)> is the layer itself with weight ggw: its gradients are the layer's.
             if need_g:
-                d_g = add(d_g, PolyLinearFunction.apply(x, ggw, None, basis, input_map))
+                d_g = add(d_g, ops.polylinear(x, ggw, None, basis, input_map))
             if need_x:
-                d_x = add(d_x, PolyLinearBackwardFunction.apply(grad, x, ggw, basis, input_map, True, False)[0])
+                d_x = add(d_x, ops.polylinear_backward(grad, x, ggw, basis, input_map, (True, False))[0])
         if d_g is not None:
             d_g = d_g.to(grad.dtype)
         if d_x is not None:
             d_x = d_x.to(x.dtype)
         if d_w is not None:
             d_w = d_w.to(weight.dtype)
-        return d_g, d_x, d_w, None, None, None, None
+        return d_g, d_x, d_w, None, None, None
+
+
+if _backend.STATE.loaded:
+    for _name, _fn in [("polylinear", PolyLinearFunction), ("polylinear_backward", PolyLinearBackwardFunction)]:
+        torch.library.register_autograd(f"polyfit::{_name}", _fn.backward, setup_context=_fn.setup_context)
 
 
 def _check_input_map(input_map):
@@ -402,6 +421,7 @@ def polylinear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, basis: 
     x (..., in_features), weight (out_features, in_features, degree + 1), bias (out_features,) or None;
     map is tanh (input_map="tanh") or the identity (input_map=None). Differentiable in x, weight and
     bias to any order; autograd keeps x and weight only, never the (..., in, degree + 1) basis.
+    (The op's derivatives are PolyLinearFunction's, registered on torch.ops.polyfit.polylinear.)
     """
     _check_tensor(x, "x")
     _check_tensor(weight, "weight")
@@ -426,7 +446,7 @@ def polylinear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, basis: 
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     if _backend.compiled_for(x.device):
-        y = PolyLinearFunction.apply(x2, weight, bias, basis, input_map)
+        y = torch.ops.polyfit.polylinear(x2, weight, bias, basis, input_map)
     else:
         y = reference.polylinear(x2, weight, bias, basis, input_map)
     return y.reshape(*lead, weight.shape[0])

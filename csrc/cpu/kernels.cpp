@@ -52,20 +52,23 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
 
   POLYFIT_DISPATCH_BASIS(basis, [&] {
     at::parallel_for(0, ceil_div(M, L), grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
+      // Column k of L points lands in row k of the tile (row K-1-k for decreasing order); a
+      // transpose (SIMD on AVX-512) turns it into the L output rows of K.
       std::vector<T> tile(size_t(K) * L);
+      std::vector<T> rows(std::is_same_v<scalar_t, T> ? 0 : size_t(K) * L);
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t i0 = blk * L;
         const int n = static_cast<int>(std::min<int64_t>(L, M - i0));
         const Pack<T> t = map_to_window(load_lanes<T>(xp + i0 * sx, sx, n, fill), w);
-        basis_values<kBasis, T>(t, K, [&](int k, const Pack<T>& p) { p.store(tile.data() + size_t(k) * L); });
-        // The tile holds column k for L points; the output wants L rows of K.
+        basis_values<kBasis, T>(t, Pack<T>(T(1)), K, [&](int k, const Pack<T>& p) {
+          p.store(tile.data() + size_t(increasing ? k : K - 1 - k) * L);
+        });
         scalar_t* o = op + i0 * K;
-        if (increasing) {
-          for (int j = 0; j < n; ++j)
-            for (int k = 0; k < K; ++k) o[int64_t(j) * K + k] = scalar_t(tile[size_t(k) * L + j]);
+        if constexpr (std::is_same_v<scalar_t, T>) {
+          at::vec::transpose_mxn<T>(tile.data(), L, o, K, K, n);
         } else {
-          for (int j = 0; j < n; ++j)
-            for (int k = 0; k < K; ++k) o[int64_t(j) * K + (K - 1 - k)] = scalar_t(tile[size_t(k) * L + j]);
+          at::vec::transpose_mxn<T>(tile.data(), L, rows.data(), K, K, n);
+          for (int64_t i = 0; i < int64_t(n) * K; ++i) o[i] = scalar_t(rows[i]);
         }
       }
     });
@@ -121,18 +124,19 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
       std::vector<T> work(2 * size_t(K));
       const T* coef = nullptr;
       const scalar_t* coef_row = nullptr;  // the row `coef` was derived from
+      int64_t r = b0 / blocks_per_row, n0 = (b0 % blocks_per_row) * L;
       for (int64_t b = b0; b < b1; ++b) {
-        const int64_t r = b / blocks_per_row, n0 = (b % blocks_per_row) * L;
-        const int n = static_cast<int>(std::min<int64_t>(L, s.N - n0));
         if (s.c + r * s.scr != coef_row) {  // rows broadcast with stride 0 are derived once
           coef_row = s.c + r * s.scr;
           s.load_row_coeffs(r, work.data());
           coef = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
         }
+        const int n = static_cast<int>(std::min<int64_t>(L, s.N - n0));
         const P t = map_to_window(load_lanes<T>(s.x + r * s.sxr + n0 * s.sxn, s.sxn, n, fill), w);
         P y = series<B, T>([&](int k) { return P(coef[k]); }, Ke, t);
         if (wp) y = y * load_lanes<T>(wp + r * swr + n0 * swn, swn, n, T(0));
         store_lanes(y, out + r * s.N + n0, n);
+        if ((n0 += L) >= s.N) n0 = 0, ++r;
       }
     });
     return;
@@ -181,38 +185,60 @@ void series_cpu(const Tensor& x, const Tensor& coeffs, Tensor& y, Basis basis, c
   });
 }
 
-// Coefficient gradient: gc[r, :] = s^nu (D^T)^nu m_r with moments m_r[k] = sum_n g[r, n] P_k(t).
+// Backward in one pass over (x, grad), row by row:
+//   grad_x[r, n] = grad * s^(nu+1) series_(nu+1)(coeffs[r], t)           (when gx is given)
+//   grad_c[r, :] = s^nu (D^T)^nu m_r,  m_r[k] = sum_n grad[r, n] P_k(t)   (when gc is given)
 // Each row is cut into fixed chunks whose partial moments are summed in a fixed order, so the
 // result does not depend on the number of threads.
 template <Basis B, typename scalar_t>
-void coeff_grad(const SeriesView<scalar_t>& s, int order, const scalar_t* gp, int64_t sgr, int64_t sgn,
-                scalar_t* gc, const Domain& dom) {
+void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp, int64_t sgr, int64_t sgn,
+                   scalar_t* gx, scalar_t* gc, const Domain& dom) {
   using T = at::opmath_type<scalar_t>;
   using P = Pack<T>;
   constexpr int L = P::kLanes;
   constexpr int64_t kChunk = 64 * L;
-  const int K = s.K, Ke = K - order;
+  const int K = s.K, Km = K - order;  // moments needed: P_0 .. P_{K-order-1}
   const Window<T> w = dom.window<T>();
   const T fill = neutral_x<T>(dom);
+  const T scale_pow_x = T(std::pow(dom.scale, order + 1));
   const int64_t chunks = std::max<int64_t>(1, ceil_div(s.N, kChunk));
-  std::vector<double> partial(size_t(s.R * chunks) * Ke);
+  std::vector<double> partial(gc ? size_t(s.R * chunks) * Km : 0);
 
-  at::parallel_for(0, s.R * chunks, grain(std::min(s.N, kChunk) * Ke), [&](int64_t t0, int64_t t1) {
-    std::vector<P> acc(Ke);
+  const int64_t work = std::min(s.N, kChunk) * ((gx ? 2 * K : 0) + (gc ? 2 * Km : 0));
+  at::parallel_for(0, s.R * chunks, grain(work), [&](int64_t t0, int64_t t1) {
+    // One vector of lane partials per moment: the U vectors of a pack are folded on the way in,
+    // keeping the per-moment load/store traffic to one vector per pack. The basis recurrence
+    // starts from grad, so it yields grad * P_k directly.
+    std::vector<Vectorized<T>> acc(gc ? Km : 0);
+    std::vector<T> cwork(2 * size_t(K));
+    const T* coef = nullptr;
+    const scalar_t* coef_row = nullptr;
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t r = task / chunks, c0 = (task % chunks) * kChunk;
       const int64_t c1 = std::min(s.N, c0 + kChunk);
-      std::fill(acc.begin(), acc.end(), P(T(0)));
+      if (gx && s.c + r * s.scr != coef_row) {
+        coef_row = s.c + r * s.scr;
+        s.load_row_coeffs(r, cwork.data());
+        coef = derived_coeffs<B, T>(cwork.data(), K, order + 1, scale_pow_x);
+      }
+      if (gc) std::fill(acc.begin(), acc.end(), Vectorized<T>(T(0)));
       for (int64_t n0 = c0; n0 < c1; n0 += L) {
         const int n = static_cast<int>(std::min<int64_t>(L, c1 - n0));
         const P t = map_to_window(load_lanes<T>(s.x + r * s.sxr + n0 * s.sxn, s.sxn, n, fill), w);
         const P g = load_lanes<T>(gp + r * sgr + n0 * sgn, sgn, n, T(0));
-        basis_values<B, T>(t, Ke, [&](int k, const P& p) { acc[k] = fmadd(g, p, acc[k]); });
+        if (gx) {
+          const P d = series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t);
+          store_lanes(g * d, gx + r * s.N + n0, n);
+        }
+        if (gc) basis_values<B, T>(t, g, Km, [&](int k, const P& q) { acc[k] = acc[k] + fold(q); });
       }
-      double* dst = partial.data() + size_t(task) * Ke;
-      for (int k = 0; k < Ke; ++k) dst[k] = double(acc[k].sum());
+      if (gc) {
+        double* dst = partial.data() + size_t(task) * Km;
+        for (int k = 0; k < Km; ++k) dst[k] = double(lane_sum(acc[k]));
+      }
     }
   });
+  if (!gc) return;
 
   const double scale_pow = std::pow(dom.scale, order);
   at::parallel_for(0, s.R, grain(int64_t(K) * (chunks + order)), [&](int64_t r0, int64_t r1) {
@@ -220,12 +246,12 @@ void coeff_grad(const SeriesView<scalar_t>& s, int order, const scalar_t* gp, in
     for (int64_t r = r0; r < r1; ++r) {
       double* m = work.data();
       double* h = work.data() + K;
-      for (int k = 0; k < Ke; ++k) {
+      for (int k = 0; k < Km; ++k) {
         double v = 0;
-        for (int64_t ch = 0; ch < chunks; ++ch) v += partial[size_t(r * chunks + ch) * Ke + k];
+        for (int64_t ch = 0; ch < chunks; ++ch) v += partial[size_t(r * chunks + ch) * Km + k];
         m[k] = v;
       }
-      for (int o = order; o > 0; --o) {  // back through each derivative: Ke .. K coefficients
+      for (int o = order; o > 0; --o) {  // back through each derivative: Km .. K coefficients
         derivative_transpose<B, double>(m, K - o + 1, h);
         std::swap(m, h);
       }
@@ -239,14 +265,17 @@ void series_backward_cpu(const Tensor& grad, const Tensor& x, const Tensor& coef
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "polyfit_polyval_backward", [&] {
     const SeriesView<scalar_t> s(x, coeffs);
     const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+    const int64_t sgr = grad.stride(0), sgn = grad.stride(1);
     const int order = static_cast<int>(derivative);
+    scalar_t* gx = grad_x.defined() ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gc = grad_coeffs.defined() ? grad_coeffs.mutable_data_ptr<scalar_t>() : nullptr;
     POLYFIT_DISPATCH_BASIS(basis, [&] {
-      if (grad_x.defined())
-        eval_series<kBasis, scalar_t>(s, order + 1, gp, grad.stride(0), grad.stride(1),
-                                      grad_x.mutable_data_ptr<scalar_t>(), dom);
-      if (grad_coeffs.defined())
-        coeff_grad<kBasis, scalar_t>(s, order, gp, grad.stride(0), grad.stride(1),
-                                     grad_coeffs.mutable_data_ptr<scalar_t>(), dom);
+      if (gx && s.N < Pack<at::opmath_type<scalar_t>>::kLanes && s.R > 1) {
+        // Short rows: grad_x packs lanes across rows; the moments still go row by row.
+        eval_series<kBasis, scalar_t>(s, order + 1, gp, sgr, sgn, gx, dom);
+        gx = nullptr;
+      }
+      if (gx || gc) backward_rows<kBasis, scalar_t>(s, order, gp, sgr, sgn, gx, gc, dom);
     });
   });
 }

@@ -41,13 +41,6 @@ struct Pack {
   void store(T* p) const {
     for (int u = 0; u < kU; ++u) v[u].store(p + u * kWidth);
   }
-  T sum() const {  // fixed order: lanes of each vector, then vectors
-    alignas(64) T buf[kLanes];
-    store(buf);
-    T s = T(0);
-    for (int i = 0; i < kLanes; ++i) s += buf[i];
-    return s;
-  }
 };
 
 #define POLYFIT_PACK_OP(OP)                                              \
@@ -120,6 +113,22 @@ inline Pack<T> clamp_unit(const Pack<T>& t) {
   Pack<T> r;
   for (int u = 0; u < kU; ++u) r.v[u] = at::vec::clamp(t.v[u], Vectorized<T>(T(-1)), Vectorized<T>(T(1)));
   return r;
+}
+
+// sum_u p.v[u], lane by lane, as a fixed-shape tree.
+template <typename T>
+inline Vectorized<T> fold(const Pack<T>& p) {
+  static_assert(kU == 4, "fold sums four vectors");
+  return (p.v[0] + p.v[1]) + (p.v[2] + p.v[3]);
+}
+
+template <typename T>
+inline T lane_sum(const Vectorized<T>& v) {  // fixed order
+  alignas(64) T buf[Vectorized<T>::size()];
+  v.store(buf);
+  T s = T(0);
+  for (int i = 0; i < Vectorized<T>::size(); ++i) s += buf[i];
+  return s;
 }
 
 // ---- loads and stores between storage (scalar_t) and compute packs (opmath) -----------------

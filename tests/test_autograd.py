@@ -1,0 +1,175 @@
+"""gradcheck/gradgradcheck on every op and layout, opcheck on every op, and torch.compile."""
+
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+import polyfit
+from polyfit import _backend
+
+compiled = pytest.mark.skipif(not _backend.STATE.loaded, reason="polyfit's compiled ops are not loaded")
+
+LAYOUTS = {
+    # name: (x shape, coeffs shape)
+    "shared": ((11,), (5,)),
+    "shared_2d_x": ((3, 4), (4,)),
+    "per_row": ((3, 6), (3, 5)),
+    "broadcast_x": ((6,), (2, 3, 4)),
+    "broadcast_both": ((2, 1, 5), (1, 3, 4)),
+}
+
+
+def _leaf(shape, device, lo=-1.0, hi=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(device).requires_grad_()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("domain", [None, (-2.0, 3.0)])
+def test_polyval_gradcheck_and_gradgradcheck(device, basis, layout, domain):
+    xs, cs = LAYOUTS[layout]
+    x = _leaf(xs, device, -2.0, 3.0)
+    c = _leaf(cs, device, seed=1)
+    f = lambda x, c: polyfit.polyval(x, c, basis, domain=domain)  # noqa: E731
+    assert gradcheck(f, (x, c))
+    assert gradgradcheck(f, (x, c))
+
+
+@pytest.mark.parametrize("derivative", [1, 2])
+def test_polyval_derivative_argument_gradcheck(device, basis, derivative):
+    x = _leaf((3, 7), device)
+    c = _leaf((3, 6), device, seed=2)
+    f = lambda x, c: polyfit.polyval(x, c, basis, domain=(-1.5, 1.0), derivative=derivative)  # noqa: E731
+    assert gradcheck(f, (x, c))
+    assert gradgradcheck(f, (x, c))
+
+
+@pytest.mark.parametrize("increasing", [True, False])
+@pytest.mark.parametrize("domain", [None, (0.0, 2.0)])
+def test_features_gradcheck_and_gradgradcheck(device, basis, increasing, domain):
+    x = _leaf((4, 3), device, 0.0, 2.0)
+    f = lambda x: polyfit.features(x, 6, basis, domain=domain, increasing=increasing)  # noqa: E731
+    assert gradcheck(f, (x,))
+    assert gradgradcheck(f, (x,))
+
+
+def test_third_order_derivatives(device, basis):
+    # Gradients of any order: the third x-derivative through three nested autograd.grad calls
+    # equals the derivative=3 series, and the mixed x-x-coeffs derivative passes gradcheck.
+    x = _leaf((9,), device)
+    c = _leaf((7,), device, seed=3)
+    y = polyfit.polyval(x, c, basis)
+    (d1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (d2,) = torch.autograd.grad(d1.sum(), x, create_graph=True)
+    (d3,) = torch.autograd.grad(d2.sum(), x, create_graph=True)
+    torch.testing.assert_close(d3, polyfit.polyval(x, c, basis, derivative=3))
+
+    def second_derivative(x, c):
+        y = polyfit.polyval(x, c, basis)
+        (d1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        (d2,) = torch.autograd.grad(d1.sum(), x, create_graph=True)
+        return d2
+
+    assert gradcheck(second_derivative, (x, c))
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library.opcheck: schema, fake kernels, autograd registration, AOT dispatch.
+
+
+def _op_cases(device):
+    x = torch.rand(3, 5, dtype=torch.float64, device=device)
+    c1 = torch.randn(4, dtype=torch.float64, device=device)
+    c2 = torch.randn(3, 4, dtype=torch.float64, device=device)
+    g = torch.randn(3, 5, dtype=torch.float64, device=device)
+    dom = [-1.0, 2.0]
+    ops = torch.ops.polyfit
+    return [
+        (ops.features.default, (x, 4, "legendre", dom, True)),
+        (ops.features.default, (x.t(), 3, "hermite", None, False)),
+        (ops.polyval.default, (x, c1, "chebyshev", dom, 0)),
+        (ops.polyval.default, (x, c2, "laguerre", None, 2)),
+        (ops.polyval_backward.default, (g, x, c2, "power", dom, 1, [True, True])),
+        (ops.polyval_backward.default, (g, x, c1, "hermite_e", None, 0, [True, False])),
+        (ops.polyval_backward.default, (g, x, c1, "chebyshev", None, 0, [False, True])),
+    ]
+
+
+@compiled
+@pytest.mark.parametrize("case", range(7))
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(device, case, requires_grad):
+    op, args = _op_cases(device)[case]
+    args = tuple(a.clone().requires_grad_(requires_grad) if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(op, args)
+
+
+@compiled
+def test_every_polyfit_op_is_opchecked():
+    names = {n.split("::")[1].split(".")[0] for n in torch._C._dispatch_get_all_op_names() if n.startswith("polyfit::")}
+    covered = {op._schema.name.split("::")[1] for op, _ in _op_cases("cpu")}
+    assert names <= covered | {"polylinear", "polylinear_backward", "fit"}, names - covered
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile(fullgraph=True): forward and backward equal eager, with no graph break.
+
+
+@pytest.mark.parametrize("layout", ["shared", "per_row"])
+def test_compile_fullgraph_forward_backward(device, basis, layout):
+    torch._dynamo.reset()
+    xs, cs = LAYOUTS[layout]
+    x = _leaf(xs, device).float().detach().requires_grad_()
+    c = _leaf(cs, device, seed=1).float().detach().requires_grad_()
+
+    def loss(x, c):
+        return (polyfit.polyval(x, c, basis, domain=(-1.0, 1.0)) ** 2).sum() + polyfit.features(x, 3, basis).sum()
+
+    eager = loss(x, c)
+    gx, gc = torch.autograd.grad(eager, (x, c))
+    compiled_loss = torch.compile(loss, fullgraph=True, backend="aot_eager" if device.type == "cpu" else "inductor")
+    got = compiled_loss(x, c)
+    cgx, cgc = torch.autograd.grad(got, (x, c))
+    torch.testing.assert_close(got, eager)
+    torch.testing.assert_close(cgx, gx)
+    torch.testing.assert_close(cgc, gc)
+
+
+def test_compile_inductor_fullgraph(device):
+    torch._dynamo.reset()
+    x = torch.rand(64, device=device, requires_grad=True)
+    c = torch.randn(6, device=device, requires_grad=True)
+
+    def f(x, c):
+        y = polyfit.polyval(torch.sin(x), c, "chebyshev")
+        return (y * y).mean()
+
+    eager = f(x, c)
+    eg = torch.autograd.grad(eager, (x, c))
+    got = torch.compile(f, fullgraph=True)(x, c)
+    cg = torch.autograd.grad(got, (x, c))
+    torch.testing.assert_close(got, eager)
+    for a, b in zip(cg, eg):
+        torch.testing.assert_close(a, b)
+
+
+@compiled
+def test_direct_op_calls_are_differentiable(device):
+    # The op registry itself carries the derivative (torch.export and direct callers).
+    x = _leaf((5,), device)
+    c = _leaf((4,), device, seed=1)
+    assert gradcheck(lambda x, c: torch.ops.polyfit.polyval(x, c, "legendre", None, 0), (x, c))
+    assert gradgradcheck(lambda x: torch.ops.polyfit.features(x, 3, "chebyshev", None, True), (x,))
+
+
+@compiled
+def test_torch_export(device):
+    class M(torch.nn.Module):
+        def forward(self, x, c):
+            return polyfit.polyval(x, c, "hermite") + polyfit.features(x, 2).sum(-1)
+
+    x = torch.rand(8, device=device)
+    c = torch.randn(3, device=device)
+    ep = torch.export.export(M(), (x, c))
+    torch.testing.assert_close(ep.module()(x, c), M()(x, c))
+    assert any("polyfit" in str(n.target) for n in ep.graph.nodes)

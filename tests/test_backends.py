@@ -1,0 +1,168 @@
+"""Backends: the compiled kernels, each CPU instruction-set library, and the reference fallback agree."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import polyfit
+from polyfit import _backend
+
+ROOT = Path(__file__).resolve().parents[1]
+compiled = pytest.mark.skipif(not _backend.STATE.loaded, reason="polyfit's compiled ops are not loaded")
+
+# Computes values and gradients for every basis and prints them as JSON; run in a subprocess
+# under a given environment (fallback forced, or another CPU instruction set).
+PROBE = r"""
+import json, torch, polyfit
+from polyfit import _backend
+out = {"isa": _backend.STATE.cpu_isa, "loaded": _backend.STATE.loaded, "cases": {}}
+g = torch.Generator().manual_seed(0)
+for basis in polyfit.BASES:
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        x = (torch.rand(3, 37, generator=g, dtype=torch.float64) * 2 - 1).to(dtype).requires_grad_()
+        c = torch.randn(3, 7, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+        c1 = torch.randn(9, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+        y = polyfit.polyval(x, c, basis, domain=(-1.0, 1.5)) + polyfit.polyval(x, c1, basis, derivative=1)
+        f = polyfit.features(x, 5, basis, increasing=False)
+        loss = (y * y).sum() + f.sum()
+        gx, gc, gc1 = torch.autograd.grad(loss, (x, c, c1))
+        out["cases"][f"{basis}-{dtype}"] = [t.double().flatten().tolist() for t in (y, f, gx, gc, gc1)]
+print(json.dumps(out))
+"""
+
+
+def _probe(env_extra):
+    env = dict(os.environ, **env_extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _assert_same(a, b, rtol):
+    assert a.keys() == b.keys()
+    for key in a:
+        for ta, tb in zip(a[key], b[key]):
+            torch.testing.assert_close(torch.tensor(ta), torch.tensor(tb), rtol=rtol, atol=rtol, msg=key)
+
+
+@pytest.fixture(scope="module")
+def compiled_probe():
+    return _probe({})
+
+
+@compiled
+def test_fallback_agrees_with_compiled(compiled_probe):
+    fallback = _probe({"POLYFIT_FORCE_FALLBACK": "1"})
+    assert not fallback["loaded"] and compiled_probe["loaded"]
+    ref = {k: v for k, v in fallback["cases"].items() if "float64" in k}
+    got = {k: v for k, v in compiled_probe["cases"].items() if "float64" in k}
+    _assert_same(got, ref, 1e-10)
+    # low precision: both round to the same dtype, from float32 arithmetic in different orders
+    for key in fallback["cases"]:
+        if "float64" not in key:
+            for ta, tb in zip(fallback["cases"][key], compiled_probe["cases"][key]):
+                ta, tb = torch.tensor(ta), torch.tensor(tb)
+                assert ((ta - tb).abs() <= 0.05 * (tb.abs() + 1)).all(), key
+
+
+@compiled
+@pytest.mark.parametrize("isa", ["default", "avx2"])
+def test_every_cpu_instruction_set_library_agrees(compiled_probe, isa):
+    if isa not in _backend.STATE.build.get("CPU_ISAS", ()):
+        pytest.skip(f"no {isa} library on this platform")
+    if isa == "avx2" and torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("CPU lacks AVX2")
+    other = _probe({"ATEN_CPU_CAPABILITY": isa})
+    assert other["isa"] == isa
+    _assert_same({k: v for k, v in other["cases"].items() if "float64" in k},
+                 {k: v for k, v in compiled_probe["cases"].items() if "float64" in k}, 1e-12)
+    _assert_same({k: v for k, v in other["cases"].items() if "float32" in k},
+                 {k: v for k, v in compiled_probe["cases"].items() if "float32" in k}, 1e-4)
+
+
+def _library(isa):
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"polyfit._cpu_{isa}")
+    return spec.origin if spec else None
+
+
+@compiled
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump not installed")
+def test_baseline_library_uses_no_avx_and_avx512_library_uses_full_width():
+    # The baseline library must run on any x86-64 CPU: not one AVX (ymm) or AVX-512 (zmm) register.
+    if "avx512" not in _backend.STATE.build.get("CPU_ISAS", ()):
+        pytest.skip("not an x86-64 build")
+
+    def disassembly(isa):
+        return subprocess.run(["objdump", "-d", "--no-show-raw-insn", _library(isa)], capture_output=True,
+                              text=True, check=True).stdout
+
+    base = disassembly("default")
+    assert "%ymm" not in base and "%zmm" not in base
+    assert "%ymm" in disassembly("avx2") and "%zmm" not in disassembly("avx2")
+    assert "vfmadd" in disassembly("avx512") and "%zmm" in disassembly("avx512")
+
+
+def test_info_reports_backends():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-m", "polyfit", "info"], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=120, check=True)
+    info = json.loads(res.stdout)
+    assert info["torch"] == torch.__version__
+    assert ("compiled" in info["backend"]["cpu"]) == _backend.STATE.loaded
+    res = subprocess.run([sys.executable, "-m", "polyfit", "info"], capture_output=True, text=True,
+                         env=dict(env, POLYFIT_FORCE_FALLBACK="1"), cwd=ROOT, timeout=120, check=True)
+    forced = json.loads(res.stdout)
+    assert forced["backend"]["cpu"] == "reference" and "POLYFIT_FORCE_FALLBACK" in forced["fallback_reason"]
+
+
+@compiled
+def test_torch_version_mismatch_is_refused_with_a_clear_message(monkeypatch):
+    from polyfit import _build_info
+
+    monkeypatch.setattr(_build_info, "TORCH_VERSION", "1.0.0")
+    state = _backend._load()
+    assert not state.loaded
+    assert "compiled against torch 1.0.0" in state.reason and "rebuild" in state.reason
+
+
+def test_reference_serves_devices_without_kernels():
+    # meta tensors stand in for a device without compiled kernels: the reference runs there.
+    x = torch.empty(5, 3, device="meta")
+    c = torch.empty(4, device="meta")
+    assert polyfit.polyval(x, c, "legendre").shape == (5, 3)
+    assert polyfit.features(x, 2).shape == (5, 3, 3)
+    assert not _backend.compiled_for(torch.device("meta"))
+
+
+def test_missing_compiled_library_warns_once_and_falls_back(tmp_path):
+    # A copy of the Python sources without the compiled libraries: one clear warning, then the reference.
+    pkg = tmp_path / "polyfit"
+    pkg.mkdir()
+    for src in (ROOT / "polyfit").glob("*.py"):
+        if src.name != "_build_info.py":
+            shutil.copy(src, pkg / src.name)
+    script = (
+        "import warnings, torch\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import polyfit\n"
+        "    y = polyfit.polyval(torch.tensor([2.0]), torch.tensor([3.0, 0.0, 5.0]))\n"
+        "    polyfit.features(torch.tensor([2.0]), 3)\n"
+        "msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]\n"
+        "assert len(msgs) == 1 and 'reference' in msgs[0] and 'not compiled' in msgs[0], msgs\n"
+        "assert y.item() == 23.0\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr

@@ -1,0 +1,101 @@
+"""float32, bfloat16 and float16 against the float64 oracle, and dtype promotion."""
+
+import numpy as np
+import pytest
+import torch
+
+import polyfit
+import oracle
+
+# Per dtype: (unit roundoff of the output, of the compute type). Half types compute in float32.
+ROUNDING = {
+    torch.float32: (2.0**-24, 2.0**-24),
+    torch.bfloat16: (2.0**-8, 2.0**-24),
+    torch.float16: (2.0**-11, 2.0**-24),
+}
+LOW_PRECISION = list(ROUNDING)
+
+
+def _check(actual, expected, bound, dtype):
+    """|actual - expected| <= bound where the exact value is representable; overflow where it is not."""
+    actual = actual.double().cpu().numpy()
+    over = np.abs(expected) > torch.finfo(dtype).max
+    assert np.all(np.isinf(actual[over]) & (np.sign(actual[over]) == np.sign(expected[over])))
+    err = np.abs(actual[~over] - expected[~over])
+    bound = np.broadcast_to(bound, expected.shape)[~over]
+    assert np.all(err <= bound), f"max error ratio {np.max(err / bound):.3g}"
+
+
+def _inputs(basis, dtype, degree, n=400, device="cpu"):
+    gen = torch.Generator().manual_seed(degree)
+    lo, hi = (0.0, 4.0) if basis == "laguerre" else (-1.0, 1.0)
+    x = (torch.rand(n, generator=gen, dtype=torch.float64) * (hi - lo) + lo).to(dtype)
+    c = torch.randn(degree + 1, generator=gen, dtype=torch.float64).to(dtype)
+    # the oracle sees exactly the rounded inputs
+    return x.to(device), c.to(device), x.double().numpy(), c.double().numpy()
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("degree", [0, 3, 8, 16])
+def test_polyval_low_precision_against_float64(device, basis, dtype, degree):
+    x, c, xn, cn = _inputs(basis, dtype, degree, device=device)
+    y = polyfit.polyval(x, c, basis)
+    assert y.dtype == dtype
+    out_u, comp_u = ROUNDING[dtype]
+    expected = oracle.val(xn, cn, basis)
+    bound = out_u * np.abs(expected) + 64 * (degree + 1) * comp_u * oracle.abs_val(xn, cn, basis) + 1e-30
+    _check(y, expected, bound, dtype)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("degree", [0, 4, 12])
+def test_features_low_precision_against_float64(device, basis, dtype, degree):
+    x, _, xn, _ = _inputs(basis, dtype, degree, device=device)
+    V = polyfit.features(x, degree, basis)
+    assert V.dtype == dtype
+    out_u, comp_u = ROUNDING[dtype]
+    expected = oracle.vander(xn, degree, basis)
+    scale = np.maximum.accumulate(np.abs(expected), axis=1)
+    bound = out_u * np.abs(expected) + 64 * (degree + 1) * comp_u * scale + 1e-30
+    _check(V, expected, bound, dtype)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+def test_gradients_low_precision_against_float64(device, basis, dtype):
+    degree = 6
+    x, c, xn, cn = _inputs(basis, dtype, degree, n=300, device=device)
+    x.requires_grad_(True)
+    c.requires_grad_(True)
+    g = torch.randn(300, generator=torch.Generator().manual_seed(1)).to(dtype)
+    gn = g.double().numpy()
+    y = polyfit.polyval(x, c, basis)
+    gx, gc = torch.autograd.grad(y, (x, c), g.to(device))
+    assert gx.dtype == dtype and gc.dtype == dtype
+    out_u, comp_u = ROUNDING[dtype]
+    # grad x = g * p'(x)
+    dexp = gn * oracle.val(xn, cn, basis, derivative=1)
+    dscale = np.abs(gn) * (oracle.abs_val(xn, np.abs(oracle._fn(basis, "der")(cn, 1)), basis) + np.abs(dexp))
+    err = np.abs(gx.double().cpu().numpy() - dexp)
+    assert np.all(err <= out_u * np.abs(dexp) + 256 * comp_u * dscale + 1e-30)
+    # grad c = V^T g, a sum over 300 points accumulated in float32
+    V = oracle.vander(xn, degree, basis)
+    cexp = V.T @ gn
+    err = np.abs(gc.double().cpu().numpy() - cexp)
+    assert np.all(err <= out_u * np.abs(cexp) + 300 * comp_u * (np.abs(V).T @ np.abs(gn)))
+
+
+@pytest.mark.parametrize("x_dtype,c_dtype,expected", [
+    (torch.float16, torch.float32, torch.float32),
+    (torch.float32, torch.float64, torch.float64),
+    (torch.bfloat16, torch.float16, torch.float32),
+    (torch.float64, torch.float16, torch.float64),
+])
+def test_output_dtype_is_promoted_and_gradients_keep_input_dtypes(device, x_dtype, c_dtype, expected):
+    x = torch.rand(10, device=device).to(x_dtype).requires_grad_()
+    c = torch.randn(4, device=device).to(c_dtype).requires_grad_()
+    y = polyfit.polyval(x, c, "chebyshev")
+    assert y.dtype == expected
+    ref = oracle.val(x.detach().double().cpu().numpy(), c.detach().double().cpu().numpy(), "chebyshev")
+    np.testing.assert_allclose(y.detach().double().cpu().numpy(), ref, rtol=2e-3, atol=2e-3)
+    y.sum().backward()
+    assert x.grad.dtype == x_dtype and c.grad.dtype == c_dtype
