@@ -98,7 +98,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
             wv = P::load(wb);
           }
           const P t = map_to_window(P::load(xb), win);
-          basis_values<B, T>(t, K, [&](int k, const P& p) { Mref(q, k) = p * wv; });
+          basis_values<B, T>(t, wv, K, [&](int k, const P& p) { Mref(q, k) = p; });  // rows carry the weight
           Mref(q, K) = P::load(yb) * wv;
         }
         qr_update<T>(Rref, Mref, c_rows, K, res);

@@ -34,7 +34,8 @@ void polylinear_basis_kernel(const Tensor& x, Tensor& phi, Basis basis, InputMap
         const int cnt = static_cast<int>(std::min<int64_t>(L, in - i0));
         const P t = apply_map(load_lanes<T>(xp + r * sr + i0 * si, si, cnt, T(0)), map);
         T* o = op + r * K * in + i0;
-        basis_values<kBasis, T>(t, K, [&](int k, const P& p) { store_lanes(p, o + int64_t(k) * in, cnt); });
+        basis_values<kBasis, T>(t, P(T(1)), K,
+                                [&](int k, const P& p) { store_lanes(p, o + int64_t(k) * in, cnt); });
       }
     });
   });

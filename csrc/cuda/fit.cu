@@ -43,7 +43,7 @@ __global__ void fit_items_kernel(const T* __restrict__ x, int64_t sxr, int64_t s
     const int64_t n = n0 + q;
     const T wv = w ? w[r * swr + n * swn] : T(1);
     const T t = map_to_window(x[r * sxr + n * sxn], win);
-    basis_values<B, T>(t, K, [&](int k, const T& p) { M(0, k) = p * wv; });
+    basis_values<B, T>(t, wv, K, [&](int k, const T& p) { M(0, k) = p; });  // rows carry the weight
     M(0, K) = y[r * syr + n * syn] * wv;
     qr_update<T>(Rm, M, 1, K, res);
   }

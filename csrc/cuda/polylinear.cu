@@ -36,7 +36,7 @@ __global__ void basis_kernel(const T* __restrict__ x, int64_t sr, int64_t si, T*
     const int64_t r = e / in, i = e % in;
     const T t = apply_map(x[r * sr + i * si], map);
     T* o = phi + r * K * in + i;
-    basis_values<B, T>(t, K, [&](int k, const T& p) { o[int64_t(k) * in] = p; });
+    basis_values<B, T>(t, T(1), K, [&](int k, const T& p) { o[int64_t(k) * in] = p; });
   }
 }
 
