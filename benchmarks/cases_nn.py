@@ -234,17 +234,22 @@ add_to_preset("full", lambda devices: [
 
 
 def cpu_peak_bytes(stmt) -> int:
-    """Peak bytes the CPU allocator held during stmt() beyond what it held before, from the
-    profiler's allocation events (torch keeps no CPU peak counter)."""
+    """Peak bytes the CPU allocator held during stmt() beyond what it held before (torch keeps no
+    CPU peak counter): the profiler's allocation events carry the allocator's running total."""
+    import tempfile
+
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         out = stmt()
         del out
-    level = peak = 0
-    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
-    for e in events:
-        level += e.cpu_memory_usage
-        peak = max(peak, level)
-    return peak
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = [e["args"] for e in json.load(f)["traceEvents"] if e.get("name") == "[memory]"]
+    if not events:
+        return 0
+    base = events[0]["Total Allocated"] - events[0]["Bytes"]
+    return max(e["Total Allocated"] for e in events) - base
 
 
 def targets(device: str = "cpu", min_run_time: float = 1.0) -> dict:

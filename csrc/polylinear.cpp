@@ -157,22 +157,23 @@ std::tuple<at::Tensor, at::Tensor> polylinear_backward(const at::Tensor& grad, c
       const int64_t n = std::min(rows, L.B - r0);
       const at::Tensor xt = xc.narrow(0, r0, n);
       const at::Tensor dyt = gc.narrow(0, r0, n);
-      if (need_w) {  // grad_weight += dY^T basis, tile after tile in batch order
-        at::Tensor ph = phi.narrow(0, 0, n);
+      at::Tensor ph = need_w ? phi.narrow(0, 0, n) : at::Tensor();
+      if (need_x) {  // G = dY W, then one pass: grad_x = map' * sum_k G_k P_k' (and the basis tile)
+        at::Tensor gt = g.narrow(0, 0, n);
+        at::Tensor gt2 = gt.view({n, L.K * L.in});
+        at::mm_out(gt2, dyt, w2);
+        at::Tensor gxt = gx.narrow(0, r0, n);
+        kernels.grad_x(xt, gt, gxt, ph, b, map);
+      } else {
         kernels.basis(xt, ph, b, map);
+      }
+      if (need_w) {  // grad_weight += dY^T basis, tile after tile in batch order
         const at::Tensor ph2 = ph.view({n, L.K * L.in});
         if (r0 == 0) {
           at::mm_out(gw2, dyt.t(), ph2);
         } else {
           gw2.addmm_(dyt.t(), ph2);
         }
-      }
-      if (need_x) {  // G = dY W, then grad_x = map' * sum_k G_k P_k'
-        at::Tensor gt = g.narrow(0, 0, n);
-        at::Tensor gt2 = gt.view({n, L.K * L.in});
-        at::mm_out(gt2, dyt, w2);
-        at::Tensor gxt = gx.narrow(0, r0, n);
-        kernels.grad_x(xt, gt, gxt, b, map);
       }
     }
     if (need_w) {

@@ -20,12 +20,14 @@ enum class InputMap : int { Identity = 0, Tanh = 1 };
 // Device kernels; tensors arrive in float or double (half types are computed in float).
 //   basis:  x (n, in) any strides -> phi (n, K, in) contiguous, phi[r, k, i] = P_k(map(x[r, i]))
 //   grad_x: x (n, in), g (n, K, in) contiguous -> gx (n, in) contiguous,
-//           gx[r, i] = map'(x[r, i]) * sum_k g[r, k, i] P_k'(map(x[r, i]))
+//           gx[r, i] = map'(x[r, i]) * sum_k g[r, k, i] P_k'(map(x[r, i]));
+//           when phi is defined, also the basis tile as `basis` writes it (one pass for both:
+//           the derivative recurrence runs on the values anyway)
 // The degree-major (n, K, in) layout lets a kernel write and read whole SIMD vectors / coalesced
 // rows along `in`, and pairs with the weight stored degree-major (see polyfit/nn.py).
 using PolyLinearBasisKernel = void (*)(const at::Tensor& x, at::Tensor& phi, Basis basis, InputMap map);
-using PolyLinearGradXKernel = void (*)(const at::Tensor& x, const at::Tensor& g, at::Tensor& gx, Basis basis,
-                                       InputMap map);
+using PolyLinearGradXKernel = void (*)(const at::Tensor& x, const at::Tensor& g, at::Tensor& gx, at::Tensor& phi,
+                                       Basis basis, InputMap map);
 
 struct PolyLinearKernels {
   PolyLinearBasisKernel basis;

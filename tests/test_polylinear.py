@@ -145,6 +145,15 @@ def test_low_precision(device, dtype):
     want = reference.polylinear(x.to(dtype).double(), w.to(dtype).double(), b.to(dtype).double(), "chebyshev")
     tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
     torch.testing.assert_close(y.double(), want, rtol=tol, atol=tol)
+    # backward: gradients come back in the inputs' dtypes, computed in float32
+    xl, wl = x.to(dtype).requires_grad_(), w.to(dtype).requires_grad_()
+    dy = torch.randn(16, 4, device=device, dtype=torch.float64)
+    gx, gw = torch.autograd.grad(polyfit.polylinear(xl, wl, None, "chebyshev"), [xl, wl], dy.to(dtype))
+    assert gx.dtype == dtype and gw.dtype == dtype
+    xr, wr = xl.detach().double().requires_grad_(), wl.detach().double().requires_grad_()
+    gxr, gwr = torch.autograd.grad(reference.polylinear(xr, wr, None, "chebyshev"), [xr, wr], dy.to(dtype).double())
+    for a, r in ((gx, gxr), (gw, gwr)):
+        torch.testing.assert_close(a.double(), r, rtol=tol, atol=tol * max(1.0, r.abs().max().item()))
 
 
 def test_empty_and_mixed_dtypes(device):

@@ -41,8 +41,8 @@ void polylinear_basis_kernel(const Tensor& x, Tensor& phi, Basis basis, InputMap
   });
 }
 
-template <typename scalar_t>
-void polylinear_grad_x_kernel(const Tensor& x, const Tensor& g, Tensor& gx, Basis basis, InputMap map) {
+template <typename scalar_t, bool kWritePhi>
+void polylinear_grad_x_kernel(const Tensor& x, const Tensor& g, Tensor& gx, Tensor& phi, Basis basis, InputMap map) {
   using T = scalar_t;
   using P = Pack<T>;
   constexpr int L = P::kLanes;
@@ -52,15 +52,18 @@ void polylinear_grad_x_kernel(const Tensor& x, const Tensor& g, Tensor& gx, Basi
   const T* xp = x.const_data_ptr<T>();
   const T* gp = g.const_data_ptr<T>();
   T* op = gx.mutable_data_ptr<T>();
+  T* php = kWritePhi ? phi.mutable_data_ptr<T>() : nullptr;
   POLYFIT_DISPATCH_BASIS(basis, [&] {
-    at::parallel_for(0, n * blocks, grain(int64_t(L) * K * 2), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, n * blocks, grain(int64_t(L) * K * 3), [&](int64_t b0, int64_t b1) {
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t r = blk / blocks, i0 = (blk % blocks) * L;
         const int cnt = static_cast<int>(std::min<int64_t>(L, in - i0));
         const P t = apply_map(load_lanes<T>(xp + r * sr + i0 * si, si, cnt, T(0)), map);
         const T* gr = gp + r * K * in + i0;
+        T* o = kWritePhi ? php + r * K * in + i0 : nullptr;
         P acc(T(0));
-        basis_values_and_derivatives<kBasis, T>(t, K, [&](int k, const P&, const P& d) {
+        basis_values_and_derivatives<kBasis, T>(t, K, [&](int k, const P& p, const P& d) {
+          if constexpr (kWritePhi) store_lanes(p, o + int64_t(k) * in, cnt);
           if (k > 0) acc = fmadd(load_lanes<T>(gr + int64_t(k) * in, 1, cnt, T(0)), d, acc);
         });
         if (map == InputMap::Tanh) acc = acc * fnmadd(t, t, P(T(1)));  // tanh' = 1 - tanh^2, safe at saturation
@@ -75,9 +78,14 @@ void polylinear_basis_cpu(const Tensor& x, Tensor& phi, Basis basis, InputMap ma
                              [&] { polylinear_basis_kernel<scalar_t>(x, phi, basis, map); });
 }
 
-void polylinear_grad_x_cpu(const Tensor& x, const Tensor& g, Tensor& gx, Basis basis, InputMap map) {
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "polyfit_polylinear_grad_x",
-                             [&] { polylinear_grad_x_kernel<scalar_t>(x, g, gx, basis, map); });
+void polylinear_grad_x_cpu(const Tensor& x, const Tensor& g, Tensor& gx, Tensor& phi, Basis basis, InputMap map) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "polyfit_polylinear_grad_x", [&] {
+    if (phi.defined()) {
+      polylinear_grad_x_kernel<scalar_t, true>(x, g, gx, phi, basis, map);
+    } else {
+      polylinear_grad_x_kernel<scalar_t, false>(x, g, gx, phi, basis, map);
+    }
+  });
 }
 
 const PolyLinearKernels kCpuPolyLinearKernels{&polylinear_basis_cpu, &polylinear_grad_x_cpu};

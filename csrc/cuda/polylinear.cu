@@ -42,13 +42,15 @@ __global__ void basis_kernel(const T* __restrict__ x, int64_t sr, int64_t si, T*
 
 template <Basis B, typename T>
 __global__ void grad_x_kernel(const T* __restrict__ x, int64_t sr, int64_t si, const T* __restrict__ g,
-                              T* __restrict__ gx, int64_t n, int64_t in, int K, InputMap map) {
+                              T* __restrict__ gx, T* __restrict__ phi, int64_t n, int64_t in, int K, InputMap map) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n * in; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = e / in, i = e % in;
     const T t = apply_map(x[r * sr + i * si], map);
     const T* gr = g + r * K * in + i;
+    T* o = phi ? phi + r * K * in + i : nullptr;  // the basis tile too, when grad_weight needs it
     T acc(0);
-    basis_values_and_derivatives<B, T>(t, K, [&](int k, const T&, const T& d) {
+    basis_values_and_derivatives<B, T>(t, K, [&](int k, const T& p, const T& d) {
+      if (o) o[int64_t(k) * in] = p;
       if (k > 0) acc = fmadd(gr[int64_t(k) * in], d, acc);
     });
     if (map == InputMap::Tanh) acc *= T(1) - t * t;  // tanh' = 1 - tanh^2, safe at saturation
@@ -71,7 +73,7 @@ void polylinear_basis_cuda(const Tensor& x, Tensor& phi, Basis basis, InputMap m
   });
 }
 
-void polylinear_grad_x_cuda(const Tensor& x, const Tensor& g, Tensor& gx, Basis basis, InputMap map) {
+void polylinear_grad_x_cuda(const Tensor& x, const Tensor& g, Tensor& gx, Tensor& phi, Basis basis, InputMap map) {
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0), in = x.size(1);
   const int K = static_cast<int>(g.size(1));
@@ -81,7 +83,8 @@ void polylinear_grad_x_cuda(const Tensor& x, const Tensor& g, Tensor& gx, Basis 
     POLYFIT_DISPATCH_BASIS(basis, [&] {
       grad_x_kernel<kBasis, scalar_t><<<grid_for(n * in), kThreads, 0, stream>>>(
           x.const_data_ptr<scalar_t>(), x.stride(0), x.stride(1), g.const_data_ptr<scalar_t>(),
-          gx.mutable_data_ptr<scalar_t>(), n, in, K, map);
+          gx.mutable_data_ptr<scalar_t>(), phi.defined() ? phi.mutable_data_ptr<scalar_t>() : nullptr, n, in, K,
+          map);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
