@@ -17,7 +17,7 @@ namespace polyfit {
 
 namespace {
 
-// The basis tile of one batch tile (with the tile of G = dY W beside it in backward) stays under
+// The basis tile of one batch tile (in backward the same buffer first holds G = dY W) stays under
 // this many bytes: it bounds the transient memory, while a tile of a few hundred rows or more keeps
 // the GEMMs at full speed (grad_weight re-reads and re-writes itself once per tile). Results do not
 // depend on it: each output row comes from one GEMM row, and grad_weight adds the tiles in order.
@@ -148,22 +148,21 @@ std::tuple<at::Tensor, at::Tensor> polylinear_backward(const at::Tensor& grad, c
   if (need_x || need_w) {
     at::Tensor w2;
     if (need_x) w2 = weight_matrix(weight, L);
-    const int64_t rows = tile_rows(L, need_x ? 2 : 1);
+    const int64_t rows = tile_rows(L, 1);
     const int64_t cap = std::min(rows, L.B);
-    at::Tensor phi, g;
-    if (need_w && cap > 0) phi = at::empty({cap, L.K, L.in}, xc.options());
-    if (need_x && cap > 0) g = at::empty({cap, L.K, L.in}, xc.options());
+    // One tile buffer: G = dY W, which the grad_x pass overwrites with the basis in place.
+    at::Tensor buf = cap > 0 ? at::empty({cap, L.K, L.in}, xc.options()) : at::Tensor();
     for (int64_t r0 = 0; r0 < L.B; r0 += rows) {
       const int64_t n = std::min(rows, L.B - r0);
       const at::Tensor xt = xc.narrow(0, r0, n);
       const at::Tensor dyt = gc.narrow(0, r0, n);
-      at::Tensor ph = need_w ? phi.narrow(0, 0, n) : at::Tensor();
-      if (need_x) {  // G = dY W, then one pass: grad_x = map' * sum_k G_k P_k' (and the basis tile)
-        at::Tensor gt = g.narrow(0, 0, n);
-        at::Tensor gt2 = gt.view({n, L.K * L.in});
+      at::Tensor tile = buf.narrow(0, 0, n);
+      at::Tensor ph = need_w ? tile : at::Tensor();
+      if (need_x) {  // G = dY W, then one pass: grad_x = map' * sum_k G_k P_k', basis over G
+        at::Tensor gt2 = tile.view({n, L.K * L.in});
         at::mm_out(gt2, dyt, w2);
         at::Tensor gxt = gx.narrow(0, r0, n);
-        kernels.grad_x(xt, gt, gxt, ph, b, map);
+        kernels.grad_x(xt, tile, gxt, ph, b, map);
       } else {
         kernels.basis(xt, ph, b, map);
       }

@@ -22,7 +22,8 @@ enum class InputMap : int { Identity = 0, Tanh = 1 };
 //   grad_x: x (n, in), g (n, K, in) contiguous -> gx (n, in) contiguous,
 //           gx[r, i] = map'(x[r, i]) * sum_k g[r, k, i] P_k'(map(x[r, i]));
 //           when phi is defined, also the basis tile as `basis` writes it (one pass for both:
-//           the derivative recurrence runs on the values anyway)
+//           the derivative recurrence runs on the values anyway). phi may be g itself: each
+//           element of g is read before its place in phi is written.
 // The degree-major (n, K, in) layout lets a kernel write and read whole SIMD vectors / coalesced
 // rows along `in`, and pairs with the weight stored degree-major (see polyfit/nn.py).
 using PolyLinearBasisKernel = void (*)(const at::Tensor& x, at::Tensor& phi, Basis basis, InputMap map);

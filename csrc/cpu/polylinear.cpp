@@ -63,8 +63,9 @@ void polylinear_grad_x_kernel(const Tensor& x, const Tensor& g, Tensor& gx, Tens
         T* o = kWritePhi ? php + r * K * in + i0 : nullptr;
         P acc(T(0));
         basis_values_and_derivatives<kBasis, T>(t, K, [&](int k, const P& p, const P& d) {
-          if constexpr (kWritePhi) store_lanes(p, o + int64_t(k) * in, cnt);
+          // read G_k before P_k is stored: phi may overwrite g in place
           if (k > 0) acc = fmadd(load_lanes<T>(gr + int64_t(k) * in, 1, cnt, T(0)), d, acc);
+          if constexpr (kWritePhi) store_lanes(p, o + int64_t(k) * in, cnt);
         });
         if (map == InputMap::Tanh) acc = acc * fnmadd(t, t, P(T(1)));  // tanh' = 1 - tanh^2, safe at saturation
         store_lanes(acc, op + r * in + i0, cnt);

@@ -41,8 +41,8 @@ __global__ void basis_kernel(const T* __restrict__ x, int64_t sr, int64_t si, T*
 }
 
 template <Basis B, typename T>
-__global__ void grad_x_kernel(const T* __restrict__ x, int64_t sr, int64_t si, const T* __restrict__ g,
-                              T* __restrict__ gx, T* __restrict__ phi, int64_t n, int64_t in, int K, InputMap map) {
+__global__ void grad_x_kernel(const T* __restrict__ x, int64_t sr, int64_t si, const T* g, T* __restrict__ gx,
+                              T* phi, int64_t n, int64_t in, int K, InputMap map) {  // phi may alias g
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n * in; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = e / in, i = e % in;
     const T t = apply_map(x[r * sr + i * si], map);
@@ -50,8 +50,8 @@ __global__ void grad_x_kernel(const T* __restrict__ x, int64_t sr, int64_t si, c
     T* o = phi ? phi + r * K * in + i : nullptr;  // the basis tile too, when grad_weight needs it
     T acc(0);
     basis_values_and_derivatives<B, T>(t, K, [&](int k, const T& p, const T& d) {
+      if (k > 0) acc = fmadd(gr[int64_t(k) * in], d, acc);  // read G_k before P_k replaces it
       if (o) o[int64_t(k) * in] = p;
-      if (k > 0) acc = fmadd(gr[int64_t(k) * in], d, acc);
     });
     if (map == InputMap::Tanh) acc *= T(1) - t * t;  // tanh' = 1 - tanh^2, safe at saturation
     gx[e] = acc;
