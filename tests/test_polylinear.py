@@ -137,6 +137,20 @@ def test_tanh_saturation_is_finite(device):
         torch.testing.assert_close(y1[0], (w1[:, 0] * s).sum(-1))
 
 
+def test_nan_propagates_and_float32_tanh(device):
+    x, w, _ = _inputs(6, 5, 3, 4, device, dtype=torch.float32, seed=9)
+    x[2, 1] = float("nan")
+    x[4, 0] = float("inf")
+    y = polyfit.polylinear(x, w, None, "chebyshev", "tanh")
+    assert torch.isnan(y[2]).all() and torch.isfinite(y[[0, 1, 3, 4, 5]]).all()
+    # float32 tanh inside the layer is within a few ulp of torch's, over the whole range
+    xs = torch.linspace(-12, 12, 20001, device=device).unsqueeze(1)
+    one = torch.zeros(1, 1, 2, device=device)
+    one[0, 0, 1] = 1.0  # y = P_1(tanh(x)) = tanh(x)
+    torch.testing.assert_close(polyfit.polylinear(xs, one, None, "chebyshev", "tanh"), torch.tanh(xs),
+                               rtol=5e-7, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_low_precision(device, dtype):
     x, w, b = _inputs(16, 8, 4, 5, device, seed=5)
