@@ -106,7 +106,7 @@ def test_leading_dims_and_strides(device):
 
 
 def test_many_tiles_high_degree(device):
-    # 1200 x 64 x 65 float64 basis = 40 MB: two tiles of the 32 MiB budget, forward and backward.
+    # 1200 x 64 x 65 float64 basis = 40 MB: five tiles of the CPU's 8 MiB budget, forward and backward.
     x, w, b = _inputs(1200, 64, 7, 64, device, seed=4)
     x.requires_grad_()
     w.requires_grad_()
