@@ -211,8 +211,10 @@ def fit_cases(grid: Grid):
                                 make_inputs=functools.partial(_fit_inputs, curves, int(n), dtype, device),
                                 peers=fit_peers(basis, int(degree)),
                                 bytes=(2 * curves * int(n) + curves * K) * elem,
-                                # Householder QR of the (N, K) rows and their right-hand side, plus the basis
-                                fmas=curves * int(n) * (2 * K * (K + 1) + int(degree) * RECURRENCE_OPS[basis]))
+                                # Householder QR of the (N, K) rows with their right-hand side: per column j
+                                # a norm (N) and, for each of the K - j columns to its right, a dot product
+                                # and an update (2N); plus the basis recurrence.
+                                fmas=curves * int(n) * (K * (K + 2) + int(degree) * RECURRENCE_OPS[basis]))
 
 
 add_to_preset("quick", Grid(ops=("polylinear",), modes=("fwd", "fwd+bwd"), bases=("chebyshev",),
