@@ -119,8 +119,21 @@ def extensions():
     return exts
 
 
+class BuildExtensionPerTemp(BuildExtension):
+    """Each extension compiles in its own temp folder: they share sources (csrc/ops.cpp, the CPU
+    kernels) with different flags, and one folder would rebuild those objects on every build."""
+
+    def build_extension(self, ext):
+        base = self.build_temp
+        self.build_temp = os.path.join(base, ext.name.rsplit(".", 1)[-1])
+        try:
+            super().build_extension(ext)
+        finally:
+            self.build_temp = base
+
+
 setup(
     packages=find_packages(include=["polyfit", "polyfit.*"]),
     ext_modules=extensions(),
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": BuildExtensionPerTemp},
 )

@@ -82,7 +82,9 @@ C10_HOST_DEVICE inline V series(const Coef& coef, int K, const V& t, Inv inv = I
     for (int k = K - 2; k >= 0; --k) {
       V b0;
       if constexpr (B == Basis::Chebyshev) {  // a_k = 2 (1 at k = 0), g = 1
-        b0 = fmadd(k == 0 ? t : tt, b1, coef(k) - b2);
+        V a = tt;  // a copy, not `k == 0 ? t : tt`: a reference to either forces both into
+        if (k == 0) a = t;  // memory on GPUs, where U-lane values otherwise stay in registers
+        b0 = fmadd(a, b1, coef(k) - b2);
       } else if constexpr (B == Basis::Legendre) {  // a_k = (2k+1)/(k+1), g_{k+1} = (k+1)/(k+2)
         const T a = T(2 * k + 1) * inv(k + 1), g = T(k + 1) * inv(k + 2);
         b0 = fmadd(t * V(a), b1, fnmadd(V(g), b2, coef(k)));

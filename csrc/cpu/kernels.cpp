@@ -52,10 +52,10 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
 
   POLYFIT_DISPATCH_BASIS(basis, [&] {
     at::parallel_for(0, ceil_div(M, L), grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
-      // Column k of L points lands in row k of the tile (row K-1-k for decreasing order); a
-      // transpose (SIMD on AVX-512) turns it into the L output rows of K.
+      // Column k of L points lands in row k of the tile (row K-1-k for decreasing order); the
+      // output wants L rows of K. A scalar copy measured faster here than at::vec's masked-store
+      // transpose or gathers (AMD Zen 4), and the output's page faults dominate large calls anyway.
       std::vector<T> tile(size_t(K) * L);
-      std::vector<T> rows(std::is_same_v<scalar_t, T> ? 0 : size_t(K) * L);
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t i0 = blk * L;
         const int n = static_cast<int>(std::min<int64_t>(L, M - i0));
@@ -64,12 +64,8 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
           p.store(tile.data() + size_t(increasing ? k : K - 1 - k) * L);
         });
         scalar_t* o = op + i0 * K;
-        if constexpr (std::is_same_v<scalar_t, T>) {
-          at::vec::transpose_mxn<T>(tile.data(), L, o, K, K, n);
-        } else {
-          at::vec::transpose_mxn<T>(tile.data(), L, rows.data(), K, K, n);
-          for (int64_t i = 0; i < int64_t(n) * K; ++i) o[i] = scalar_t(rows[i]);
-        }
+        for (int j = 0; j < n; ++j)
+          for (int k = 0; k < K; ++k) o[int64_t(j) * K + k] = scalar_t(tile[size_t(k) * L + j]);
       }
     });
   });
@@ -120,23 +116,39 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
 
   if (s.N >= L || s.R == 1) {
     const int64_t blocks_per_row = ceil_div(s.N, L);
+    // Full packs of contiguous float/double rows take a lean loop: plain vector loads and stores.
+    const bool direct = std::is_same_v<scalar_t, T> && s.sxn == 1 && wp == nullptr;
     at::parallel_for(0, s.R * blocks_per_row, grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
       std::vector<T> work(2 * size_t(K));
       const T* coef = nullptr;
       const scalar_t* coef_row = nullptr;  // the row `coef` was derived from
-      int64_t r = b0 / blocks_per_row, n0 = (b0 % blocks_per_row) * L;
-      for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t b = b0; b < b1;) {  // one row's run of blocks at a time
+        const int64_t r = b / blocks_per_row;
+        const int64_t b_end = std::min(b1, (r + 1) * blocks_per_row);
         if (s.c + r * s.scr != coef_row) {  // rows broadcast with stride 0 are derived once
           coef_row = s.c + r * s.scr;
           s.load_row_coeffs(r, work.data());
           coef = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
         }
-        const int n = static_cast<int>(std::min<int64_t>(L, s.N - n0));
-        const P t = map_to_window(load_lanes<T>(s.x + r * s.sxr + n0 * s.sxn, s.sxn, n, fill), w);
-        P y = series<B, T>([&](int k) { return P(coef[k]); }, Ke, t);
-        if (wp) y = y * load_lanes<T>(wp + r * swr + n0 * swn, swn, n, T(0));
-        store_lanes(y, out + r * s.N + n0, n);
-        if ((n0 += L) >= s.N) n0 = 0, ++r;
+        const auto coef_k = [&](int k) { return P(coef[k]); };
+        const scalar_t* xr = s.x + r * s.sxr;
+        scalar_t* yr = out + r * s.N;
+        int64_t n0 = (b - r * blocks_per_row) * L;
+        const int64_t n1 = std::min(s.N, (b_end - r * blocks_per_row) * L);
+        if (direct) {
+          for (; n0 + L <= n1; n0 += L) {
+            const P t = map_to_window(P::load(reinterpret_cast<const T*>(xr) + n0), w);
+            series<B, T>(coef_k, Ke, t).store(reinterpret_cast<T*>(yr) + n0);
+          }
+        }
+        for (; n0 < n1; n0 += L) {
+          const int n = static_cast<int>(std::min<int64_t>(L, n1 - n0));
+          const P t = map_to_window(load_lanes<T>(xr + n0 * s.sxn, s.sxn, n, fill), w);
+          P y = series<B, T>(coef_k, Ke, t);
+          if (wp) y = y * load_lanes<T>(wp + r * swr + n0 * swn, swn, n, T(0));
+          store_lanes(y, yr + n0, n);
+        }
+        b = b_end;
       }
     });
     return;
@@ -205,6 +217,7 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
   std::vector<double> partial(gc ? size_t(s.R * chunks) * Km : 0);
 
   const int64_t work = std::min(s.N, kChunk) * ((gx ? 2 * K : 0) + (gc ? 2 * Km : 0));
+  const bool direct = std::is_same_v<scalar_t, T> && s.sxn == 1 && sgn == 1;
   at::parallel_for(0, s.R * chunks, grain(work), [&](int64_t t0, int64_t t1) {
     // One vector of lane partials per moment: the U vectors of a pack are folded on the way in,
     // keeping the per-moment load/store traffic to one vector per pack. The basis recurrence
@@ -222,15 +235,23 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
         coef = derived_coeffs<B, T>(cwork.data(), K, order + 1, scale_pow_x);
       }
       if (gc) std::fill(acc.begin(), acc.end(), Vectorized<T>(T(0)));
-      for (int64_t n0 = c0; n0 < c1; n0 += L) {
-        const int n = static_cast<int>(std::min<int64_t>(L, c1 - n0));
-        const P t = map_to_window(load_lanes<T>(s.x + r * s.sxr + n0 * s.sxn, s.sxn, n, fill), w);
-        const P g = load_lanes<T>(gp + r * sgr + n0 * sgn, sgn, n, T(0));
-        if (gx) {
-          const P d = series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t);
-          store_lanes(g * d, gx + r * s.N + n0, n);
-        }
+      const scalar_t* xr = s.x + r * s.sxr;
+      const scalar_t* gr = gp + r * sgr;
+      scalar_t* gxr = gx ? gx + r * s.N : nullptr;
+      const auto body = [&](const P& t, const P& g, int64_t n0, int n) {
+        if (gx) store_lanes(g * series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t), gxr + n0, n);
         if (gc) basis_values<B, T>(t, g, Km, [&](int k, const P& q) { acc[k] = acc[k] + fold(q); });
+      };
+      int64_t n0 = c0;
+      if (direct) {  // full packs of contiguous float/double rows: plain vector loads
+        for (; n0 + L <= c1; n0 += L)
+          body(map_to_window(P::load(reinterpret_cast<const T*>(xr) + n0), w),
+               P::load(reinterpret_cast<const T*>(gr) + n0), n0, L);
+      }
+      for (; n0 < c1; n0 += L) {
+        const int n = static_cast<int>(std::min<int64_t>(L, c1 - n0));
+        body(map_to_window(load_lanes<T>(xr + n0 * s.sxn, s.sxn, n, fill), w),
+             load_lanes<T>(gr + n0 * sgn, sgn, n, T(0)), n0, n);
       }
       if (gc) {
         double* dst = partial.data() + size_t(task) * Km;

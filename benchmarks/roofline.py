@@ -1,0 +1,170 @@
+"""The physical limit of each case: bytes it must move, FMAs it must do, and the machine's speed at both.
+
+Counting conventions (N points, degree D, K = D + 1 coefficients or columns, s = element size):
+
+Bytes are the minimum traffic to memory: every input read once, every output written once, no
+temporaries. A fused forward+backward still runs as two passes (autograd calls them separately),
+so the backward reads x again.
+
+    polyval  fwd       x read, y written, coeffs read:                  2·N·s + K·s
+             fwd+bwd   fwd, then grad and x read, grad_x written,
+                       coeffs read and grad_coeffs written:             5·N·s + 3·K·s
+    features fwd       x read, (N, K) written:                          N·s + N·K·s
+             fwd+bwd   fwd, then (N, K) grad and x read, grad_x written: 3·N·s + 2·N·K·s
+
+FMAs are "FMA-unit operations": an add, a multiply or a fused multiply-add each count one (a
+vector unit issues one of them per lane per slot). Per point and per degree step:
+
+    series step (Horner / Clenshaw, SERIES_OPS):  power 1 (one FMA), chebyshev 2, hermite 2,
+                                                   hermite_e 2, legendre 3, laguerre 3
+    recurrence step (next column, RECURRENCE_OPS): power 1 (one multiply), chebyshev 1,
+                                                   hermite 2, hermite_e 2, legendre 3, laguerre 3
+
+    polyval  fwd       N·D·series
+             fwd+bwd   N·D·(2·series + recurrence + 1): the forward series, the derivative series
+                       for grad_x (degree D-1, counted as D), and for grad_coeffs the basis
+                       recurrence plus one FMA per moment. Power basis: 4·N·D.
+    features fwd       N·D·recurrence
+             fwd+bwd   fwd + N·D·(series + 1): each point's gradient row is a series of its own
+                       whose derivative coefficients cost one operation each.
+
+The roofline time of a case is max(bytes / bandwidth, FMAs / peak): bandwidth is the copy
+bandwidth (`dst.copy_(src)`, bytes read + written over time) measured at the case's own working
+set (a copy moving the same number of bytes, so cache-resident sizes are judged against cache
+speed and small sizes against one op's overhead); peak is a GEMM's FMA rate in the case's
+compute dtype (half types compute in float32).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch.utils.benchmark import Timer
+
+SERIES_OPS = {"power": 1, "chebyshev": 2, "hermite": 2, "hermite_e": 2, "legendre": 3, "laguerre": 3}
+RECURRENCE_OPS = {"power": 1, "chebyshev": 1, "hermite": 2, "hermite_e": 2, "legendre": 3, "laguerre": 3}
+
+
+def polyval_bytes(n: int, degree: int, elem: int, mode: str) -> int:
+    k = degree + 1
+    if mode == "fwd":
+        return 2 * n * elem + k * elem
+    return 5 * n * elem + 3 * k * elem
+
+
+def polyval_fmas(n: int, degree: int, basis: str, mode: str) -> int:
+    fwd = n * degree * SERIES_OPS[basis]
+    if mode == "fwd":
+        return fwd
+    return fwd + n * degree * (SERIES_OPS[basis] + RECURRENCE_OPS[basis] + 1)
+
+
+def features_bytes(n: int, degree: int, elem: int, mode: str) -> int:
+    k = degree + 1
+    fwd = n * elem + n * k * elem
+    if mode == "fwd":
+        return fwd
+    return fwd + n * k * elem + 2 * n * elem
+
+
+def features_fmas(n: int, degree: int, basis: str, mode: str) -> int:
+    fwd = n * degree * RECURRENCE_OPS[basis]
+    if mode == "fwd":
+        return fwd
+    return fwd + n * degree * (SERIES_OPS[basis] + 1)
+
+
+def roofline_time(nbytes: int, fmas: int, bandwidth: float, peak: float) -> float:
+    """Seconds at the limit: max(bytes / bandwidth [B/s], FMAs / peak [FMA/s])."""
+    return max(nbytes / bandwidth, fmas / peak)
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes of the machine, measured in the same run as the cases.
+
+
+def measure(fn, min_run_time: float):
+    """A torch.utils.benchmark measurement of fn() on all intra-op threads (Timer defaults to 1)."""
+    fn()  # warm-up: first touch of pages, lazy initialisation
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    # Runs until the IQR is within 10% of the median, at least min_run_time, at most 3x that.
+    return timer.adaptive_autorange(threshold=0.1, min_run_time=min_run_time, max_run_time=3 * min_run_time)
+
+
+def _round_pow2(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
+
+
+class Limits:
+    """Copy bandwidth and FMA peak of one device, measured lazily and cached; fill time, measured each time."""
+
+    # Large enough to leave every cache on CPUs and GPUs.
+    LARGE_COPY_BYTES = 1 << 28
+    # Copy probes stop growing here: far beyond any cache, and small enough to fit beside a case.
+    MAX_COPY_BYTES = 1 << 30
+
+    def __init__(self, device: str, min_run_time: float = 0.2):
+        self.device = device
+        self.min_run_time = min_run_time
+        self._bw: dict[int, float] = {}
+        self._peak: dict[torch.dtype, float] = {}
+
+    def copy_bandwidth(self, nbytes: int) -> float:
+        """Bytes/s of dst.copy_(src) moving about `nbytes` (read + written), rounded up to a power of two
+        and at most 2 x MAX_COPY_BYTES."""
+        half = min(_round_pow2(max(nbytes // 2, 4)), self.MAX_COPY_BYTES)
+        if half not in self._bw:
+            n = max(half // 4, 1)
+            src = torch.rand(n, device=self.device)
+            dst = torch.empty_like(src)
+            m = measure(lambda: dst.copy_(src), self.min_run_time)
+            self._bw[half] = 2 * n * 4 / m.median
+            del src, dst
+        return self._bw[half]
+
+    def large_copy_bandwidth(self) -> float:
+        return self.copy_bandwidth(2 * self.LARGE_COPY_BYTES)
+
+    def fma_peak(self, dtype: torch.dtype) -> float:
+        """FMA/s of a square GEMM (n^3 FMAs) in dtype; TF32 off on CUDA."""
+        if dtype not in self._peak:
+            n = 1024 if self.device == "cpu" else 8192
+            a = torch.rand(n, n, device=self.device, dtype=dtype)
+            b = torch.rand(n, n, device=self.device, dtype=dtype)
+            c = torch.empty(n, n, device=self.device, dtype=dtype)
+            with _no_tf32():
+                m = measure(lambda: torch.mm(a, b, out=c), self.min_run_time)
+            self._peak[dtype] = n ** 3 / m.median
+        return self._peak[dtype]
+
+    def fill(self, shape: tuple, dtype: torch.dtype):
+        """Measurement of allocating a fresh tensor and filling it (torch.ones), like an op's new
+        output. Not cached: large fresh allocations cost page faults or not depending on the
+        allocator's state (glibc serves blocks over 32 MiB by mmap unless its heap has room), so the
+        runner measures it right after the baseline, in the same state."""
+        return measure(lambda: torch.ones(shape, dtype=dtype, device=self.device), self.min_run_time)
+
+    def summary(self) -> dict:
+        return {
+            "device": self.device,
+            "copy_bandwidth_GBps": {str(2 * k): v / 1e9 for k, v in sorted(self._bw.items())},
+            "large_copy_bandwidth_GBps": self._bw.get(self.LARGE_COPY_BYTES, float("nan")) / 1e9,
+            "fma_peak_GFMAps": {str(k).replace("torch.", ""): v / 1e9 for k, v in self._peak.items()},
+        }
+
+
+class _no_tf32:
+    """Full float32 GEMMs on CUDA, so the peak is an FMA peak and not a TF32 tensor-core rate."""
+
+    def __enter__(self):
+        with warnings.catch_warnings():  # the flag is deprecated in favour of fp32_precision in newer torch
+            warnings.simplefilter("ignore")
+            self._old = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.backends.cuda.matmul.allow_tf32 = self._old

@@ -1,0 +1,216 @@
+"""Running one case: every peer warmed up, timed, checked against the baseline, memory measured."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .registry import Case, Peer, dtype_name
+from .roofline import Limits, measure
+
+# Agreement with the baseline, max |peer - baseline| / max |baseline| over every output: a check
+# that the peers compute the same thing. Half types get no verdict, only the figure: eager peers
+# round to bfloat16 at every step (Clenshaw at degree 32 loses most digits), polyfit computes in
+# float32, so their difference measures the peer's rounding, not a mistake.
+TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-3}
+
+
+@dataclass
+class RunConfig:
+    min_run_time: float = 0.2          # seconds of timed runs per measurement
+    peers: Optional[set] = None        # only these peers (the baseline always runs)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _as_tensors(out) -> list:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _as_tensors(o)]
+    return [torch.from_numpy(out)]  # a numpy peer
+
+
+def _rel_err(outs: list, refs: list) -> float:
+    err = 0.0
+    for a, b in zip(outs, refs):
+        b = b.detach()
+        a = a.detach().to(device=b.device)
+        dt = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
+        scale = b.to(dt).abs().max().item() if b.numel() else 0.0
+        diff = (a.to(dt) - b.to(dt)).abs().max().item() if b.numel() else 0.0
+        err = max(err, diff / scale if scale > 0 else diff)
+    return err
+
+
+def saved_bytes(forward) -> int:
+    """Bytes autograd saves for backward during forward(): the sum of the unique storages saved."""
+    storages = {}
+
+    def pack(t):
+        try:
+            s = t.untyped_storage()
+            storages[(t.device, s.data_ptr())] = s.nbytes()
+        except (RuntimeError, NotImplementedError):  # tensors without a storage of their own
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    del out
+    return sum(storages.values())
+
+
+def peak_bytes(stmt, device: str) -> Optional[int]:
+    """CUDA only: peak allocated bytes during stmt() beyond what was allocated before."""
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = stmt()
+    torch.cuda.synchronize()
+    del out
+    return torch.cuda.max_memory_allocated() - base
+
+
+def _minor_faults() -> Optional[int]:
+    try:
+        import resource
+    except ImportError:  # not on every platform
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def faults_per_call(stmt, device: str, calls: int = 2) -> Optional[float]:
+    """CPU only: minor page faults per call of stmt() (fresh large outputs fault on first touch)."""
+    if device != "cpu":
+        return None
+    before = _minor_faults()
+    if before is None:
+        return None
+    for _ in range(calls):
+        stmt()
+    return (_minor_faults() - before) / calls
+
+
+def _peer_order(case: Case, only: Optional[set]) -> list:
+    names = [case.baseline] + [p for p in case.peers if p != case.baseline]
+    return [p for p in names if p in case.peers and (only is None or p in only or p == case.baseline)]
+
+
+def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
+    start = time.perf_counter()
+    inputs = case.make_inputs()
+    wrt_inputs = []
+    if case.mode == "fwd+bwd":
+        for k in case.grad_inputs:
+            inputs[k].requires_grad_(True)
+            wrt_inputs.append(inputs[k])
+    tol = TOLERANCE.get(case.dtype)
+
+    peers: dict = {}
+    reference_outputs = None
+    grad_out = None
+    fill = None
+    for name in _peer_order(case, cfg.peers):
+        rec: dict = {}
+        try:
+            made = case.peers[name](case, inputs)
+            if made is None:
+                continue  # does not apply to this case
+            peer = made if isinstance(made, Peer) else Peer(made)
+            if peer.note:
+                rec["note"] = peer.note
+            wrt = wrt_inputs + list(peer.wrt)
+
+            if case.mode == "fwd":
+                def stmt(fn=peer.fn):
+                    with torch.no_grad():
+                        return fn()
+            else:
+                def stmt(fn=peer.fn, wrt=wrt):
+                    # materialize_grads: zeros for an input the output does not use (degree 0)
+                    return torch.autograd.grad(fn(), wrt, grad_out, allow_unused=True, materialize_grads=True)
+
+            # First call: torch.compile compiles here (its time is reported, never timed).
+            t0 = time.perf_counter()
+            if case.mode == "fwd":
+                outputs = _as_tensors(stmt())
+            else:
+                out = peer.fn()
+                if grad_out is None:  # one upstream gradient for all peers, from the first output
+                    g = torch.Generator(device=out.device).manual_seed(2)
+                    grad_out = torch.randn(out.shape, generator=g, device=out.device).to(out.dtype)
+                outputs = [out.detach()] + list(torch.autograd.grad(out, wrt, grad_out, allow_unused=True,
+                                                                    materialize_grads=True))
+                del out
+            _sync(case.device)
+            rec["first_call_s"] = time.perf_counter() - t0
+
+            if reference_outputs is None:
+                reference_outputs = outputs
+            else:
+                err = _rel_err(outputs, reference_outputs)
+                rec["rel_err"] = err
+                if tol is not None:
+                    rec["agrees"] = bool(err <= tol)
+            del outputs
+
+            m = measure(stmt, cfg.min_run_time)
+            rec.update(median_s=m.median, iqr_s=m.iqr, mean_s=m.mean, runs=len(m.times),
+                       number_per_run=m.number_per_run)
+            pf = faults_per_call(stmt, case.device)
+            if pf is not None:
+                rec["page_faults_per_call"] = pf
+            if case.mode == "fwd+bwd" and name != "numpy":
+                rec["saved_bytes"] = saved_bytes(peer.fn)
+            pb = peak_bytes(stmt, case.device)
+            if pb is not None:
+                rec["peak_bytes"] = pb
+            if name == case.baseline and case.fill_shape is not None:
+                # The fill limit, right after the baseline: same allocator state (see Limits.fill).
+                shape, dtype = case.fill_shape, case.dtype
+                fill_stmt = lambda: torch.ones(shape, dtype=dtype, device=case.device)  # noqa: E731
+                fill = {"median_s": limits.fill(shape, dtype).median}
+                pf = faults_per_call(fill_stmt, case.device)
+                if pf is not None:
+                    fill["page_faults_per_call"] = pf
+        except Exception as e:  # one failing peer (e.g. out of memory) must not end the run
+            rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            if isinstance(e, torch.OutOfMemoryError):
+                torch.cuda.empty_cache()
+        peers[name] = rec
+    del inputs, reference_outputs, grad_out
+
+    # The limit, measured now on this device.
+    bw = limits.copy_bandwidth(case.bytes)
+    peak = limits.fma_peak(case.compute_dtype)
+    t_mem, t_fma = case.bytes / bw, case.fmas / peak
+    result = {
+        "name": case.name, "op": case.op, "mode": case.mode, "device": case.device,
+        "dtype": dtype_name(case.dtype), "params": dict(case.params), "baseline": case.baseline,
+        "bytes": case.bytes, "fmas": case.fmas,
+        "bandwidth_GBps": bw / 1e9, "fma_peak_GFMAps": peak / 1e9,
+        "compute_dtype": dtype_name(case.compute_dtype),
+        "roofline_s": max(t_mem, t_fma), "bound": "memory" if t_mem >= t_fma else "compute",
+        "peers": peers,
+    }
+    if fill is not None:
+        result["fill_s"] = fill["median_s"]
+        if "page_faults_per_call" in fill:
+            result["fill_page_faults_per_call"] = fill["page_faults_per_call"]
+    base = peers.get(case.baseline, {}).get("median_s")
+    result["speedup"] = {p: r["median_s"] / base for p, r in peers.items()
+                         if base and "median_s" in r and p != case.baseline}
+    result["roofline_pct"] = {p: 100.0 * result["roofline_s"] / r["median_s"] for p, r in peers.items() if "median_s" in r}
+    if base and "fill_s" in result:
+        result["baseline_over_fill"] = base / result["fill_s"]
+    result["wall_s"] = time.perf_counter() - start
+    return result

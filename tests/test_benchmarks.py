@@ -1,0 +1,211 @@
+"""The benchmark suite: its roofline formulas against hand counts, its peers against numpy, its
+registry, and one tiny end-to-end run. No timing is asserted (speed is shown by the suite itself)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import numpy.polynomial as npp
+import pytest
+import torch
+
+from benchmarks import eager, registry
+from benchmarks.registry import Case, Grid, Peer, fmt_count, generate, register
+from benchmarks.roofline import (Limits, features_bytes, features_fmas, polyval_bytes, polyval_fmas,
+                                 roofline_time)
+from benchmarks.runner import RunConfig, run_case, saved_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NUMPY_VAL = {"power": npp.polynomial.polyval, "chebyshev": npp.chebyshev.chebval, "legendre": npp.legendre.legval,
+             "hermite": npp.hermite.hermval, "hermite_e": npp.hermite_e.hermeval, "laguerre": npp.laguerre.lagval}
+NUMPY_VANDER = {"power": npp.polynomial.polyvander, "chebyshev": npp.chebyshev.chebvander,
+                "legendre": npp.legendre.legvander, "hermite": npp.hermite.hermvander,
+                "hermite_e": npp.hermite_e.hermevander, "laguerre": npp.laguerre.lagvander}
+
+
+# ---------------------------------------------------------------------------------------------
+# Roofline formulas against hand counts.
+
+
+def test_polyval_bytes_hand_counts():
+    # fwd: x read + y written (2 x 4 MB) + 17 float32 coefficients
+    assert polyval_bytes(10**6, 16, 4, "fwd") == 8_000_000 + 68
+    # fwd+bwd: x, y, grad, x again, grad_x (5 x 4000 B) + coeffs read twice and grad_coeffs written (3 x 12 B)
+    assert polyval_bytes(1000, 2, 4, "fwd+bwd") == 20_000 + 36
+    # bfloat16 halves everything
+    assert polyval_bytes(1000, 2, 2, "fwd") == 4000 + 6
+
+
+def test_polyval_fmas_hand_counts():
+    n = 10**6
+    assert polyval_fmas(n, 16, "power", "fwd") == 16 * n                  # Horner: one FMA per degree
+    assert polyval_fmas(n, 16, "power", "fwd+bwd") == 64 * n              # fwd, grad_x series, powers, moments
+    assert polyval_fmas(n, 8, "chebyshev", "fwd") == 16 * n               # Clenshaw: 2 per step
+    assert polyval_fmas(n, 8, "chebyshev", "fwd+bwd") == 8 * n * (2 + 2 + 1 + 1)
+    assert polyval_fmas(n, 4, "legendre", "fwd") == 12 * n
+
+
+def test_features_hand_counts():
+    n = 1000
+    assert features_bytes(n, 8, 4, "fwd") == 4 * n + 9 * 4 * n            # x read, (N, 9) written
+    assert features_bytes(n, 8, 4, "fwd+bwd") == 40 * n + 36 * n + 8 * n  # + grad read, x read, grad_x written
+    assert features_fmas(n, 8, "power", "fwd") == 8 * n
+    assert features_fmas(n, 8, "power", "fwd+bwd") == 8 * n + 16 * n
+    assert features_fmas(n, 4, "hermite", "fwd") == 8 * n
+
+
+def test_roofline_is_the_slower_bound():
+    assert roofline_time(2e9, 1, bandwidth=1e9, peak=1e9) == pytest.approx(2.0)
+    assert roofline_time(1, 3e9, bandwidth=1e9, peak=1e9) == pytest.approx(3.0)
+
+
+def test_fmt_count():
+    assert [fmt_count(n) for n in (1000, 10**6, 2000, 2500, 999)] == ["1e3", "1e6", "2e3", "2500", "999"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The peers compute what numpy.polynomial computes.
+
+
+@pytest.mark.parametrize("basis", list(NUMPY_VAL))
+@pytest.mark.parametrize("degree", [0, 1, 2, 7])
+def test_eager_peers_match_numpy(basis, degree):
+    rng = np.random.default_rng(degree)
+    x = rng.uniform(-1, 1, 50)
+    c = rng.standard_normal(degree + 1)
+    xt, ct = torch.from_numpy(x), torch.from_numpy(c)
+    want = NUMPY_VAL[basis](x, c)
+    np.testing.assert_allclose(eager.horner(xt, ct, basis).numpy(), want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(eager.seed_polyval(xt, ct, basis).numpy(), want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(eager.seed_features(xt, degree, basis).numpy(), NUMPY_VANDER[basis](x, degree),
+                               rtol=1e-10, atol=1e-10)
+    if basis == "power" and degree >= 1:  # torch.linalg.vander needs two columns or more
+        np.testing.assert_allclose(eager.vander(xt, degree).numpy(), npp.polynomial.polyvander(x, degree))
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory accounting and the registry.
+
+
+def test_saved_bytes_counts_unique_storages():
+    x = torch.ones(1000, requires_grad=True)   # 4000 B
+    y = torch.ones(250, 2, requires_grad=True)  # 2000 B
+    assert saved_bytes(lambda: x * x) == 4000           # x saved twice, one storage
+    assert saved_bytes(lambda: x.view(250, 4)[:, :2] * y) == 6000  # a view counts its whole storage
+    assert saved_bytes(lambda: x + 1) == 0
+
+
+def test_quick_preset_cases():
+    names = [c.name for c in generate(registry.preset_grids("quick", ("cpu",)))]
+    assert "polyval fwd power D=16 N=1e6 float32 cpu" in names
+    assert "features fwd+bwd chebyshev D=8 N=1e6 float32 cpu" in names
+    assert "polyval fwd power D=16 N=1e6 bfloat16 cpu" in names
+    assert "polyval fwd+bwd power D=2 N=1e4 float32 cpu" in names
+    assert len(names) == len(set(names))
+
+
+@pytest.fixture
+def dummy_op():
+    """A registered op with two peers and one that does not apply, removed afterwards."""
+
+    @register("dummy_square")
+    def cases(grid: Grid):
+        for n in grid.n:
+            for mode in grid.modes:
+                yield Case(op="dummy_square", mode=mode, device="cpu", dtype=torch.float32, params={"n": n},
+                           make_inputs=lambda n=n: {"x": torch.linspace(-1, 1, n)}, grad_inputs=("x",),
+                           peers={"polyfit": lambda case, inp: Peer(lambda: inp["x"] * inp["x"], note="x*x"),
+                                  "pow": lambda case, inp: lambda: inp["x"].pow(2),
+                                  "wrong": lambda case, inp: lambda: inp["x"] + 1,
+                                  "not_here": lambda case, inp: None},
+                           bytes=8 * n, fmas=n)
+
+    yield "dummy_square"
+    del registry.GENERATORS["dummy_square"]
+
+
+def test_registered_op_runs(dummy_op):
+    cases = generate([Grid(ops=(dummy_op,), n=(4096,))])
+    assert [c.name for c in cases] == ["dummy_square fwd N=4096 float32 cpu", "dummy_square fwd+bwd N=4096 float32 cpu"]
+    limits = Limits("cpu", min_run_time=0.01)
+    for case in cases:
+        r = run_case(case, limits, RunConfig(min_run_time=0.01))
+        assert set(r["peers"]) == {"polyfit", "pow", "wrong"}
+        assert r["peers"]["polyfit"]["note"] == "x*x"
+        assert r["peers"]["pow"]["agrees"] and not r["peers"]["wrong"]["agrees"]
+        assert all(p["median_s"] > 0 for p in r["peers"].values())
+        assert r["speedup"]["pow"] == pytest.approx(r["peers"]["pow"]["median_s"] / r["peers"]["polyfit"]["median_s"])
+        assert r["roofline_s"] > 0 and r["bandwidth_GBps"] > 0
+        if case.mode == "fwd+bwd":
+            assert r["peers"]["polyfit"]["saved_bytes"] == 4 * 4096  # x, saved twice
+        assert r["peers"]["polyfit"]["page_faults_per_call"] >= 0
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: python -m benchmarks on a tiny case list.
+
+
+def test_suite_smoke(tmp_path):
+    out = tmp_path / "results"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "benchmarks", "--n", "1000", "--degree", "2", "--op", "polyval",
+           "--basis", "power", "--dtype", "float32", "--min-run-time", "0.01", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The terminal: one progress line per case, then the table.
+    assert "[1/2] polyval fwd power D=2 N=1e3 float32 cpu" in proc.stdout
+    assert "[2/2] polyval fwd+bwd power D=2 N=1e3 float32 cpu" in proc.stdout
+    assert "compile_horner" in proc.stdout.split("[2/2]")[1]
+
+    run = json.loads((out / "results.json").read_text())
+    assert run["machine"]["torch"] == torch.__version__ and run["machine"]["cores"] >= 1
+    assert run["limits"]["cpu"]["large_copy_bandwidth_GBps"] > 0
+    by_mode = {r["mode"]: r for r in run["results"]}
+    all_peers = {"polyfit", "seed", "eager_horner", "compile_seed", "compile_horner", "numpy", "reference"}
+    assert set(by_mode["fwd"]["peers"]) == all_peers
+    assert set(by_mode["fwd+bwd"]["peers"]) == all_peers - {"numpy"}  # numpy has no backward
+    for r in run["results"]:
+        for name, p in r["peers"].items():
+            assert "error" not in p, (name, p)
+            assert p["median_s"] > 0 and p["iqr_s"] >= 0 and p["runs"] >= 1
+            assert p.get("agrees", True), (name, p)
+        assert set(r["speedup"]) == set(r["peers"]) - {"polyfit"}
+        assert r["roofline_pct"]["polyfit"] > 0
+    assert by_mode["fwd+bwd"]["peers"]["polyfit"]["saved_bytes"] > 0
+
+    report = (out / "report.md").read_text()
+    assert "## polyval fwd" in report and "## polyval fwd+bwd" in report
+    assert "| power D=2 N=1e3 float32 cpu |" in report
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib" in report
+    else:
+        assert sorted(p.name for p in out.glob("*.png")) == [
+            "speedup_polyval_fwd_cpu.png", "speedup_polyval_fwdbwd_cpu.png",
+            "time_polyval_fwd_power_float32_cpu.png", "time_polyval_fwdbwd_power_float32_cpu.png"]
+
+
+def test_edge_cases_run_without_errors():
+    """Degree 0 (x unused in fwd+bwd) and bfloat16 (no torch.linalg.vander) run every applicable peer."""
+    grids = [Grid(ops=("polyval", "features"), n=(64,), degrees=(0,), dtypes=(torch.float32,)),
+             Grid(ops=("features",), modes=("fwd",), n=(64,), degrees=(4,), dtypes=(torch.bfloat16,))]
+    cases = generate(grids)
+    names = [c.name for c in cases]
+    assert "features fwd+bwd power D=0 N=64 float32 cpu" not in names  # nothing depends on x
+    assert "polyval fwd+bwd power D=0 N=64 float32 cpu" in names
+    limits = Limits("cpu", min_run_time=0.01)
+    cfg = RunConfig(min_run_time=0.01, peers={"seed", "eager_horner", "torch_vander", "numpy", "reference"})
+    for case in cases:
+        r = run_case(case, limits, cfg)
+        assert all("error" not in p for p in r["peers"].values()), (case.name, r["peers"])
+        assert all(p.get("agrees", True) for p in r["peers"].values()), (case.name, r["peers"])
+        if case.dtype == torch.bfloat16:
+            assert "torch_vander" not in r["peers"] and "agrees" not in r["peers"]["seed"]
+        if case.op == "features":
+            assert r["fill_s"] > 0
+            assert r["baseline_over_fill"] == pytest.approx(r["peers"]["polyfit"]["median_s"] / r["fill_s"])
