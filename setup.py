@@ -96,7 +96,7 @@ def extensions():
         os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;8.6;8.9;9.0+PTX"
     _write_build_info(with_cuda, [isa for isa, _ in CPU_ISAS])
 
-    common = [f"{CSRC}/ops.cpp"]
+    common = [f"{CSRC}/ops.cpp", f"{CSRC}/polylinear.cpp", f"{CSRC}/fit.cpp"]
     # at::parallel_for is inline OpenMP: compile with -fopenmp, but do not link a second OpenMP
     # runtime; the symbols resolve to the libgomp that libtorch_cpu already loads.
     cxx = _opt_flags() + ["-fopenmp", "-fvisibility=hidden"]

@@ -149,6 +149,65 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void basis_values(const V& t, const V& w, int 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Basis values and first derivatives together: sink(k, P_k, P_k') for k < K. The derivatives follow
+// the recurrence differentiated term by term,
+//     P'_{k+1} = (a_k t + b_k) P'_k + a_k P_k - g_k P'_{k-1},
+// which streams with O(1) state (no coefficient array, so one thread or lane per point suffices)
+// and, like the values, never divides by a t-dependent quantity: exact at t = +-1.
+template <Basis B, typename T, typename V, typename Sink, typename Inv = Reciprocal<T>>
+C10_HOST_DEVICE inline void basis_values_and_derivatives(const V& t, int K, Sink&& sink, Inv inv = Inv()) {
+  V p0(T(1)), d0(T(0));
+  sink(0, p0, d0);
+  if (K < 2) return;
+  V p1, d1;
+  if constexpr (B == Basis::Hermite) {
+    p1 = t + t;
+    d1 = V(T(2));
+  } else if constexpr (B == Basis::Laguerre) {
+    p1 = V(T(1)) - t;
+    d1 = V(T(-1));
+  } else {
+    p1 = t;
+    d1 = V(T(1));
+  }
+  sink(1, p1, d1);
+  const V tt = t + t;
+  for (int k = 1; k + 1 < K; ++k) {
+    V p2, d2;
+    if constexpr (B == Basis::Power) {  // x^{k+1}' = t (x^k)' + x^k
+      p2 = p1 * t;
+      d2 = fmadd(d1, t, p1);
+    } else if constexpr (B == Basis::Chebyshev) {  // T'_{k+1} = 2t T'_k + 2 T_k - T'_{k-1}
+      p2 = fmsub(tt, p1, p0);
+      d2 = fmsub(tt, d1, d0) + (p1 + p1);
+    } else if constexpr (B == Basis::Legendre) {  // ((2k+1) (t P'_k + P_k) - k P'_{k-1}) / (k+1)
+      const T r = inv(k + 1);
+      const V a(T(2 * k + 1) * r), g(T(k) * r);
+      p2 = fmsub(t * a, p1, g * p0);
+      d2 = fmsub(a, fmadd(t, d1, p1), g * d0);
+    } else if constexpr (B == Basis::Hermite) {  // 2t H'_k + 2 H_k - 2k H'_{k-1}
+      const V g(T(2 * k));
+      p2 = fmsub(tt, p1, g * p0);
+      d2 = fmsub(tt, d1, g * d0) + (p1 + p1);
+    } else if constexpr (B == Basis::HermiteE) {  // t He'_k + He_k - k He'_{k-1}
+      const V g = V(T(k));
+      p2 = fmsub(t, p1, g * p0);
+      d2 = fmsub(t, d1, g * d0) + p1;
+    } else {  // Laguerre: ((2k+1-t) L'_k - L_k - k L'_{k-1}) / (k+1)
+      const T r = inv(k + 1);
+      const V m = fnmadd(t, V(r), V(T(2 * k + 1) * r)), g(T(k) * r);
+      p2 = fmsub(m, p1, g * p0);
+      d2 = fnmadd(V(r), p1, fmsub(m, d1, g * d0));
+    }
+    sink(k + 1, p2, d2);
+    p0 = p1;
+    p1 = p2;
+    d0 = d1;
+    d1 = d2;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Derivative of a series on its coefficients: d[0..K-2] are the coefficients of
 // d/dt sum_{k<K} c_k P_k(t), in the same basis (numpy's polyder, chebder, ...). K >= 2;
 // c and d must not overlap. Only integer constants multiply; nothing divides.

@@ -19,4 +19,16 @@ TORCH_LIBRARY(polyfit, m) {
   m.def(
       "polyval_backward(Tensor grad, Tensor x, Tensor coeffs, str basis, float[]? domain, "
       "int derivative, bool[2] output_mask) -> (Tensor, Tensor)");
+  // Kolmogorov-Arnold layer: y[b, o] = bias[o] + sum_i sum_k weight[o, i, k] P_k(map(x[b, i])), x (B, in),
+  // weight (out, in, degree + 1), map tanh or identity (input_map None). Nothing of the basis is kept.
+  m.def("polylinear(Tensor x, Tensor weight, Tensor? bias, str basis, str? input_map) -> Tensor");
+  // (grad_x, grad_weight) of polylinear (None where output_mask is False); grad_bias is grad.sum(0).
+  m.def(
+      "polylinear_backward(Tensor grad, Tensor x, Tensor weight, str basis, str? input_map, "
+      "bool[2] output_mask) -> (Tensor, Tensor)");
+  // Weighted least squares per curve: x, y, weight (*B, N) -> (coeffs (*B, degree+1), residuals (*B,),
+  // ill_conditioned (*B,) bool: curves to re-solve by SVD, see polyfit/fit.py).
+  m.def(
+      "fit(Tensor x, Tensor y, Tensor? weight, int degree, str basis, float[]? domain) "
+      "-> (Tensor, Tensor, Tensor)");
 }

@@ -3,10 +3,14 @@
     import polyfit
     y = polyfit.polyval(x, coeffs, "chebyshev")      # coefficients lowest degree first
     V = polyfit.features(x, degree=8, basis="legendre", domain=(0, 10))
+    f = polyfit.fit(x, y, degree=5, basis="chebyshev")  # batched least squares; f.coeffs, f(x_new)
+    layer = polyfit.nn.PolyLinear(256, 256, degree=8)    # fused Kolmogorov-Arnold layer
 """
 
-from ._ops import BASES, features, polyval
+from ._ops import BASES, features, polylinear, polyval
+from .fit import Fit, RankWarning, fit
+from . import nn
 
 __version__ = "0.1.0"
 
-__all__ = ["BASES", "features", "polyval", "__version__"]
+__all__ = ["BASES", "features", "polyval", "polylinear", "fit", "Fit", "RankWarning", "nn", "__version__"]

@@ -128,6 +128,32 @@ if _backend.STATE.loaded:
         return gx, gc
 
 
+if _backend.STATE.loaded:
+
+    @torch.library.register_fake("polyfit::polylinear")
+    def _polylinear_fake(x, weight, bias, basis, input_map):
+        dtype = torch.promote_types(x.dtype, weight.dtype)
+        if bias is not None:
+            dtype = torch.promote_types(dtype, bias.dtype)
+        return x.new_empty((x.shape[0], weight.shape[0]), dtype=dtype)
+
+    @torch.library.register_fake("polyfit::polylinear_backward")
+    def _polylinear_backward_fake(grad, x, weight, basis, input_map, output_mask):
+        gx = x.new_empty(x.shape) if output_mask[0] else None
+        gw = torch.empty_like(weight) if output_mask[1] else None  # the weight's memory layout
+        return gx, gw
+
+    @torch.library.register_fake("polyfit::fit")
+    def _fit_fake(x, y, weight, degree, basis, domain):
+        shapes = [x.shape[:-1], y.shape[:-1]] + ([weight.shape[:-1]] if weight is not None else [])
+        batch = tuple(torch.broadcast_shapes(*shapes))
+        dtype = torch.promote_types(x.dtype, y.dtype)
+        if weight is not None:
+            dtype = torch.promote_types(dtype, weight.dtype)
+        return (x.new_empty(batch + (degree + 1,), dtype=dtype), x.new_empty(batch, dtype=dtype),
+                x.new_empty(batch, dtype=torch.bool))
+
+
 # ---------------------------------------------------------------------------------------------
 # Autograd over the compiled ops.
 
@@ -269,3 +295,158 @@ def polyval(x: Tensor, coeffs: Union[Tensor, Sequence[float]], basis: str = "pow
     if _backend.compiled_for(x.device):
         return torch.ops.polyfit.polyval(x, coeffs, basis, domain, derivative)
     return reference.polyval(x, coeffs, basis, domain=domain, derivative=derivative)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Kolmogorov-Arnold layer.
+
+INPUT_MAPS = ("tanh", None)
+
+
+class PolyLinearFunction(torch.autograd.Function):
+    """y = bias + sum_{i,k} weight[:, i, k] P_k(map(x[:, i])) for x (B, in). Saves x and weight only:
+    the backward op recomputes the basis tile by tile."""
+
+    @staticmethod
+    def forward(x, weight, bias, basis, input_map):
+        return torch.ops.polyfit.polylinear(x, weight, bias, basis, input_map)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, basis, input_map = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.args = (basis, input_map)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if grad is None:
+            return None, None, None, None, None
+        x, weight = ctx.saved_tensors
+        gx = gw = gb = None
+        if need_x or need_w:
+            gx, gw = torch.ops.polyfit.polylinear_backward(grad, x, weight, *ctx.args, (need_x, need_w))
+        if need_b:
+            gb = grad.sum(0).to(ctx.bias_dtype)
+        return gx, gw, gb, None, None
+
+
+class PolyLinearBackwardFunction(torch.autograd.Function):
+    """(grad_x, grad_weight) of PolyLinearFunction, itself differentiable. With t = map(x), s = map'(x),
+    G = grad @ weight (B, in, K) and P the basis of t:
+
+        grad_x = s * sum_k G_k P_k'(t),      grad_weight = grad^T P.
+
+    Its backward is written with polyval's and the layer's own ops, differentiable again, so every
+    order of derivative runs fused kernels (the double backward forms G, but never the basis).
+    """
+
+    @staticmethod
+    def forward(grad, x, weight, basis, input_map, output_mask):
+        return torch.ops.polyfit.polylinear_backward(grad, x, weight, basis, input_map, output_mask)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad, x, weight, basis, input_map, output_mask = inputs
+        ctx.save_for_backward(grad, x, weight)
+        ctx.args = (basis, input_map)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, ggx, ggw):
+        grad, x, weight = ctx.saved_tensors
+        basis, input_map = ctx.args
+        need_g, need_x, need_w = ctx.needs_input_grad[:3]
+        ops = torch.ops.polyfit
+        d_g = d_x = d_w = None
+
+        def add(acc, term):
+            return term if acc is None else acc + term
+
+        if ggx is not None and (need_g or need_x or need_w):
+            B, n_in = x.shape
+            n_out, K = weight.shape[0], weight.shape[-1]
+            w2 = weight.reshape(n_out, n_in * K)
+            t = torch.tanh(x) if input_map == "tanh" else x
+            s = 1 - t * t if input_map == "tanh" else None
+            G = (grad @ w2.to(grad.dtype)).view(B, n_in, K)
+            u = ggx if s is None else ggx * s
+            # grad_x = s * p with p = polyval'(t; G): one fused call gives d/dt and d/dG of <u, p>.
+            d_t, d_G = ops.polyval_backward(u.unsqueeze(-1), t.unsqueeze(-1), G, basis, None, 1,
+                                            (need_x, need_g or need_w))
+            if d_G is not None:
+                d_G2 = d_G.reshape(B, n_in * K)
+                if need_g:
+                    d_g = add(d_g, d_G2 @ w2.to(d_G2.dtype).T)
+                if need_w:
+                    d_w = add(d_w, (grad.T.to(d_G2.dtype) @ d_G2).view(n_out, n_in, K))
+            if need_x:
+                dx = d_t.squeeze(-1)
+                if s is not None:  # t' = s and s' = -2 t s
+                    p = ops.polyval(t.unsqueeze(-1), G, basis, None, 1).squeeze(-1)
+                    dx = dx * s - 2 * ggx * p * t * s
+                d_x = add(d_x, dx)
+        if ggw is not None:
+            # <ggw, grad^T P(t)> is the layer itself with weight ggw: its gradients are the layer's.
+            if need_g:
+                d_g = add(d_g, ops.polylinear(x, ggw, None, basis, input_map))
+            if need_x:
+                d_x = add(d_x, ops.polylinear_backward(grad, x, ggw, basis, input_map, (True, False))[0])
+        if d_g is not None:
+            d_g = d_g.to(grad.dtype)
+        if d_x is not None:
+            d_x = d_x.to(x.dtype)
+        if d_w is not None:
+            d_w = d_w.to(weight.dtype)
+        return d_g, d_x, d_w, None, None, None
+
+
+if _backend.STATE.loaded:
+    for _name, _fn in [("polylinear", PolyLinearFunction), ("polylinear_backward", PolyLinearBackwardFunction)]:
+        torch.library.register_autograd(f"polyfit::{_name}", _fn.backward, setup_context=_fn.setup_context)
+
+
+def _check_input_map(input_map):
+    if input_map not in INPUT_MAPS:
+        raise ValueError(f"input_map must be 'tanh' or None; got {input_map!r}")
+    return input_map
+
+
+def polylinear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, basis: str = "chebyshev",
+               input_map: Optional[str] = "tanh") -> Tensor:
+    """Kolmogorov-Arnold layer: y[..., o] = bias[o] + sum_i sum_k weight[o, i, k] P_k(map(x[..., i])).
+
+    x (..., in_features), weight (out_features, in_features, degree + 1), bias (out_features,) or None;
+    map is tanh (input_map="tanh") or the identity (input_map=None). Differentiable in x, weight and
+    bias to any order; autograd keeps x and weight only, never the (..., in, degree + 1) basis.
+    (The op's derivatives are PolyLinearFunction's, registered on torch.ops.polyfit.polylinear.)
+    """
+    _check_tensor(x, "x")
+    _check_tensor(weight, "weight")
+    basis = _check_basis(basis)
+    input_map = _check_input_map(input_map)
+    if weight.dim() != 3:
+        raise ValueError(f"weight must be 3-D (out_features, in_features, degree + 1); got shape {tuple(weight.shape)}")
+    if weight.shape[-1] == 0:
+        raise ValueError(f"weight must have a non-empty last dimension (degree + 1 >= 1); got shape {tuple(weight.shape)}")
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension (..., in_features); got a 0-dim tensor")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x has {x.shape[-1]} features (last dimension) but weight has in_features = {weight.shape[1]}")
+    if weight.device != x.device:
+        raise ValueError(f"x and weight must be on the same device; got {x.device} and {weight.device}")
+    if bias is not None:
+        _check_tensor(bias, "bias")
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f"bias must have shape (out_features,) = ({weight.shape[0]},); got {tuple(bias.shape)}")
+        if bias.device != x.device:
+            raise ValueError(f"x and bias must be on the same device; got {x.device} and {bias.device}")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    if _backend.compiled_for(x.device):
+        y = torch.ops.polyfit.polylinear(x2, weight, bias, basis, input_map)
+    else:
+        y = reference.polylinear(x2, weight, bias, basis, input_map)
+    return y.reshape(*lead, weight.shape[0])

@@ -147,3 +147,62 @@ def polyval(x: Tensor, coeffs: Tensor, basis: str = "power", *, domain=None, der
         t = t.expand(torch.broadcast_shapes(t.shape[:-1], c.shape[:-1]) + t.shape[-1:])
         cols = [c[..., k:k + 1] for k in range(c.shape[-1])]
     return _clenshaw(t, cols, basis).to(out_dtype)
+
+
+def polylinear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, basis: str = "chebyshev",
+               input_map: Optional[str] = "tanh") -> Tensor:
+    """y[b, o] = bias[o] + sum_{i,k} weight[o, i, k] P_k(map(x[b, i])) for x (B, in); the unfused
+    form (the whole (B, in, K) basis, kept by autograd), differentiable to any order."""
+    dtype = torch.promote_types(x.dtype, weight.dtype)
+    if bias is not None:
+        dtype = torch.promote_types(dtype, bias.dtype)
+    cd = _compute_dtype(dtype)
+    t = x.to(cd)
+    if input_map == "tanh":
+        t = torch.tanh(t)
+    phi = torch.stack(basis_columns(t, weight.shape[-1] - 1, basis), dim=-1)
+    y = torch.einsum("bik,oik->bo", phi, weight.to(cd))
+    if bias is not None:
+        y = y + bias.to(cd)
+    return y.to(dtype)
+
+
+def fit(x: Tensor, y: Tensor, degree: int, basis: str = "power", weight: Optional[Tensor] = None,
+        domain=None) -> tuple[Tensor, Tensor, Tensor]:
+    """Weighted least squares per curve, as numpy.polynomial's *fit computes it: the weighted basis
+    matrix with unit-norm columns, solved by SVD with numpy's cut-off rcond = N * eps (minimum-norm
+    answer where that leaves fewer than degree + 1 singular values). x, y, weight (*B, N) broadcast
+    in *B. Returns (coeffs (*B, K), residuals (*B,), rank (*B,) int64); residuals are
+    sum((weight * (y - fit))**2). Curves with non-finite data get NaN coefficients and residuals."""
+    tensors = [x, y] + ([weight] if weight is not None else [])
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    cd = _compute_dtype(dtype)
+    N, K = x.shape[-1], degree + 1
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    x = x.to(cd).expand(*batch, N)
+    b = y.to(cd).expand(*batch, N)
+    A = features(x, degree, basis, domain=domain)
+    if weight is not None:
+        w = weight.to(cd).expand(*batch, N)
+        A = A * w.unsqueeze(-1)
+        b = b * w
+    finite = torch.isfinite(A).all(-1).all(-1) & torch.isfinite(b).all(-1)
+    A = torch.where(finite[..., None, None], A, 0)
+    b = torch.where(finite[..., None], b, 0)
+    scl = A.square().sum(-2).sqrt()
+    scl = torch.where(scl == 0, torch.ones_like(scl), scl)
+    U, S, Vh = torch.linalg.svd(A / scl.unsqueeze(-2), full_matrices=False)
+    rcond = N * torch.finfo(cd).eps
+    keep = S > rcond * S[..., :1]
+    s_inv = torch.where(keep, S, torch.ones_like(S)).reciprocal() * keep
+    z = s_inv * (U.mT @ b.unsqueeze(-1)).squeeze(-1)
+    coeffs = (Vh.mT @ z.unsqueeze(-1)).squeeze(-1) / scl
+    r = b - (A @ coeffs.unsqueeze(-1)).squeeze(-1)
+    resid = r.square().sum(-1)
+    rank = torch.where(finite, keep.sum(-1), K)
+    nan = torch.full_like(resid, float("nan"))
+    coeffs = torch.where(finite.unsqueeze(-1), coeffs, nan.unsqueeze(-1))
+    resid = torch.where(finite, resid, nan)
+    return coeffs.to(dtype), resid.to(dtype), rank

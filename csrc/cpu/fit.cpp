@@ -1,0 +1,158 @@
+// CPU kernel of polyfit::fit: many small least-squares problems, one per SIMD lane.
+//
+// Work items are (curve, segment) pairs: a curve longer than kSegment points is cut into equal
+// segments so that a few long curves still fill the lanes and the threads. Each lane builds its
+// item's weighted basis rows a chunk at a time in per-thread scratch (basis.h) and folds them into
+// its triangle [R | Q^T b] (lstsq.h); the batch's basis matrix is never formed. A second pass, one
+// curve per task, merges a curve's segment triangles in segment order and solves. The segment
+// split depends on N alone, so results do not depend on the number of threads.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <vector>
+
+#include "../basis.h"
+#include "../fit.h"
+#include "../lstsq.h"
+#include "pack.h"
+
+namespace polyfit::cpu {
+namespace {
+
+constexpr int64_t kSegment = 1024;
+
+template <Basis B, typename T>
+void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeffs, Tensor& resid, Tensor& ill,
+                const Domain& dom) {
+  using P = Pack<T>;
+  constexpr int L = P::kLanes;
+  const int64_t R = x.size(0), N = x.size(1);
+  const int K = static_cast<int>(coeffs.size(1)), W1 = K + 1;
+  const int64_t RS = int64_t(K) * W1;  // one triangle [R | Q^T b]
+  const int64_t nseg = ceil_div(N, kSegment), seg_len = ceil_div(N, nseg);
+  const int64_t items = R * nseg;
+  // Rows per chunk: each chunk costs K square roots and divisions, and each pass of a reflection
+  // over R's rows adds rounding; 64 rows make a typical curve one chunk (the plain Householder QR)
+  // while the chunk stays in L2 for moderate degrees.
+  const int C = static_cast<int>(std::max<int64_t>(8, std::min<int64_t>({64, seg_len, 4096 / W1})));
+  const Window<T> win = dom.window<T>();
+  const T fill = neutral_x<T>(dom);
+  const T rcond = T(N) * std::numeric_limits<T>::epsilon();  // numpy.polynomial's default
+  const T* xp = x.const_data_ptr<T>();
+  const T* yp = y.const_data_ptr<T>();
+  const T* wp = w.defined() ? w.const_data_ptr<T>() : nullptr;
+  const int64_t sxr = x.stride(0), sxn = x.stride(1), syr = y.stride(0), syn = y.stride(1);
+  const int64_t swr = wp ? w.stride(0) : 0, swn = wp ? w.stride(1) : 0;
+  T* cp = coeffs.mutable_data_ptr<T>();
+  T* rp = resid.mutable_data_ptr<T>();
+  bool* ip = ill.mutable_data_ptr<bool>();
+  // One segment per curve (N <= kSegment, the common case): each lane solves its curve at once.
+  // Otherwise the lanes' triangles go to `tri` and a second pass merges each curve's segments.
+  const bool whole = nseg == 1;
+  std::vector<T> tri(whole ? 0 : size_t(items) * (RS + 1));  // per item: triangle, then residual
+
+  at::parallel_for(0, ceil_div(items, L), 1, [&](int64_t g0, int64_t g1) {
+    std::vector<P> Rm(RS), M(size_t(C) * W1), c(K);
+    alignas(64) T xb[L], yb[L], wb[L], out[L], probe[L], bound[L];
+    int64_t xo[L], yo[L], wo[L], len[L];
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t i0 = g * L;
+      const int cnt = static_cast<int>(std::min<int64_t>(L, items - i0));
+      int64_t longest = 0;
+      bool uniform = true;  // every lane has `seg_len` rows: no per-lane masking needed
+      for (int j = 0; j < L; ++j) {
+        // A lane past the last item repeats item i0 (valid memory, finite); its result is dropped.
+        const int64_t item = i0 + (j < cnt ? j : 0);
+        const int64_t r = item / nseg, n0 = (item % nseg) * seg_len;
+        xo[j] = r * sxr + n0 * sxn;
+        yo[j] = r * syr + n0 * syn;
+        wo[j] = r * swr + n0 * swn;
+        len[j] = std::min(seg_len, N - n0);
+        longest = std::max(longest, len[j]);
+        uniform = uniform && len[j] == seg_len;
+      }
+      std::fill(Rm.begin(), Rm.end(), P(T(0)));
+      P res(T(0));
+      const MatRef<P> Rref{Rm.data(), W1, 1}, Mref{M.data(), W1, 1};
+      for (int64_t q0 = 0; q0 < longest; q0 += C) {
+        const int c_rows = static_cast<int>(std::min<int64_t>(C, longest - q0));
+        for (int q = 0; q < c_rows; ++q) {
+          const int64_t n = q0 + q;
+          P wv(T(1));
+          if (uniform) {
+            for (int j = 0; j < L; ++j) xb[j] = xp[xo[j] + n * sxn];
+            for (int j = 0; j < L; ++j) yb[j] = yp[yo[j] + n * syn];
+            if (wp) {
+              for (int j = 0; j < L; ++j) wb[j] = wp[wo[j] + n * swn];
+              wv = P::load(wb);
+            }
+          } else {  // a lane past its segment's end adds a zero row (weight 0): no change
+            for (int j = 0; j < L; ++j) {
+              const bool live = n < len[j];
+              xb[j] = live ? xp[xo[j] + n * sxn] : fill;
+              yb[j] = live ? yp[yo[j] + n * syn] : T(0);
+              wb[j] = live ? (wp ? wp[wo[j] + n * swn] : T(1)) : T(0);
+            }
+            wv = P::load(wb);
+          }
+          const P t = map_to_window(P::load(xb), win);
+          basis_values<B, T>(t, wv, K, [&](int k, const P& p) { Mref(q, k) = p; });  // rows carry the weight
+          Mref(q, K) = P::load(yb) * wv;
+        }
+        qr_update<T>(Rref, Mref, c_rows, K, res);
+      }
+      if (whole) {
+        qr_back_substitute<T>(Rref, K, c.data(), 1);
+        qr_nonfinite_probe<T>(Rref, K, res).store(probe);
+        res.store(out);
+        qr_condition_bound<T>(Rref, K).store(bound);
+        for (int j = 0; j < cnt; ++j) {
+          rp[i0 + j] = out[j];
+          // Finite data that QR cannot certify as full rank: the caller re-solves by SVD.
+          ip[i0 + j] = probe[j] == T(0) && !(bound[j] > rcond);
+        }
+        for (int k = 0; k < K; ++k) {
+          c[k].store(out);
+          for (int j = 0; j < cnt; ++j) cp[(i0 + j) * K + k] = out[j];
+        }
+      } else {
+        for (int64_t e = 0; e <= RS; ++e) {
+          (e < RS ? Rm[e] : res).store(out);
+          for (int j = 0; j < cnt; ++j) tri[size_t(i0 + j) * (RS + 1) + e] = out[j];
+        }
+      }
+    }
+  });
+  if (whole) return;
+
+  at::parallel_for(0, R, grain(RS * (nseg + K)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      T* t0 = tri.data() + size_t(r * nseg) * (RS + 1);
+      const MatRef<T> acc{t0, W1, 1};
+      T res = t0[RS];
+      for (int64_t s = 1; s < nseg; ++s) {  // merge the segments' triangles, in order
+        T* ts = t0 + size_t(s) * (RS + 1);
+        qr_update<T>(acc, MatRef<T>{ts, W1, 1}, K, K, res);
+        res += ts[RS];
+      }
+      rp[r] = res;
+      ip[r] = qr_solve<T>(acc, K, res, rcond, cp + r * K, 1);
+    }
+  });
+}
+
+void fit_cpu(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeffs, Tensor& resid, Tensor& ill,
+             Basis basis, const Domain& dom) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "polyfit_fit", [&] {
+    POLYFIT_DISPATCH_BASIS(basis, [&] { fit_kernel<kBasis, scalar_t>(x, y, w, coeffs, resid, ill, dom); });
+  });
+}
+
+}  // namespace
+}  // namespace polyfit::cpu
+
+TORCH_LIBRARY_IMPL(polyfit, CPU, m) {
+  POLYFIT_REGISTER_FIT(&::polyfit::cpu::fit_cpu);
+}

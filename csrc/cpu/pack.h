@@ -1,0 +1,177 @@
+// SIMD packs and strided lane loads shared by the CPU kernel files. Each includer is compiled once
+// per instruction set (setup.py), so everything here has internal linkage per translation unit.
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "../basis.h"
+#include "../ops.h"
+
+namespace polyfit::cpu {
+namespace {
+using at::Tensor;
+using at::vec::Vectorized;
+
+// U independent SIMD vectors advanced in lockstep. Each recurrence is a chain of dependent FMAs;
+// U chains in flight keep the FMA units busy instead of waiting on latency.
+constexpr int kU = 4;
+
+template <typename T>
+struct Pack {
+  using Vec = Vectorized<T>;
+  static constexpr int kWidth = Vec::size();
+  static constexpr int kLanes = kU * kWidth;
+  Vec v[kU];
+
+  Pack() = default;
+  explicit Pack(T s) {
+    for (int u = 0; u < kU; ++u) v[u] = Vec(s);
+  }
+  static Pack load(const T* p) {
+    Pack r;
+    for (int u = 0; u < kU; ++u) r.v[u] = Vec::loadu(p + u * kWidth);
+    return r;
+  }
+  void store(T* p) const {
+    for (int u = 0; u < kU; ++u) v[u].store(p + u * kWidth);
+  }
+};
+
+#define POLYFIT_PACK_OP(OP)                                              \
+  template <typename T>                                                  \
+  C10_ALWAYS_INLINE Pack<T> operator OP(const Pack<T>& a, const Pack<T>& b) {       \
+    Pack<T> r;                                                           \
+    for (int u = 0; u < kU; ++u) r.v[u] = a.v[u] OP b.v[u];              \
+    return r;                                                            \
+  }
+POLYFIT_PACK_OP(+)
+POLYFIT_PACK_OP(-)
+POLYFIT_PACK_OP(*)
+POLYFIT_PACK_OP(&)
+#undef POLYFIT_PACK_OP
+
+#define POLYFIT_PACK_FMA(NAME)                                                      \
+  template <typename T>                                                             \
+  C10_ALWAYS_INLINE Pack<T> NAME(const Pack<T>& a, const Pack<T>& b, const Pack<T>& c) {       \
+    Pack<T> r;                                                                      \
+    for (int u = 0; u < kU; ++u) r.v[u] = at::vec::NAME(a.v[u], b.v[u], c.v[u]);    \
+    return r;                                                                       \
+  }
+POLYFIT_PACK_FMA(fmadd)
+POLYFIT_PACK_FMA(fmsub)
+POLYFIT_PACK_FMA(fnmadd)
+#undef POLYFIT_PACK_FMA
+
+// Division and comparisons (the latter give all-ones lanes where true, for select()).
+#define POLYFIT_PACK_OP_EXTRA(OP)                                        \
+  template <typename T>                                                  \
+  C10_ALWAYS_INLINE Pack<T> operator OP(const Pack<T>& a, const Pack<T>& b) {       \
+    Pack<T> r;                                                           \
+    for (int u = 0; u < kU; ++u) r.v[u] = a.v[u] OP b.v[u];              \
+    return r;                                                            \
+  }
+POLYFIT_PACK_OP_EXTRA(/)
+POLYFIT_PACK_OP_EXTRA(<)
+POLYFIT_PACK_OP_EXTRA(>)
+#undef POLYFIT_PACK_OP_EXTRA
+
+// Lane-wise functions for the least-squares and layer kernels (csrc/lstsq.h, cpu/polylinear.cpp).
+template <typename T>
+C10_ALWAYS_INLINE Pack<T> vsqrt(const Pack<T>& a) {
+  Pack<T> r;
+  for (int u = 0; u < kU; ++u) r.v[u] = a.v[u].sqrt();
+  return r;
+}
+template <typename T>
+C10_ALWAYS_INLINE Pack<T> vtanh(const Pack<T>& a) {
+  Pack<T> r;
+  for (int u = 0; u < kU; ++u) r.v[u] = a.v[u].tanh();
+  return r;
+}
+
+// The domain-map helpers of basis.h, lane-wise.
+template <typename T>
+C10_ALWAYS_INLINE Pack<T> inside(const Pack<T>& x, const Pack<T>& lo, const Pack<T>& hi) {
+  Pack<T> r;
+  for (int u = 0; u < kU; ++u) r.v[u] = (x.v[u] >= lo.v[u]) & (x.v[u] <= hi.v[u]);
+  return r;
+}
+template <typename T>
+C10_ALWAYS_INLINE Pack<T> select(const Pack<T>& mask, const Pack<T>& a, const Pack<T>& b) {
+  Pack<T> r;
+  for (int u = 0; u < kU; ++u) r.v[u] = Vectorized<T>::blendv(b.v[u], a.v[u], mask.v[u]);
+  return r;
+}
+template <typename T>
+C10_ALWAYS_INLINE Pack<T> clamp_unit(const Pack<T>& t) {
+  Pack<T> r;
+  for (int u = 0; u < kU; ++u) r.v[u] = at::vec::clamp(t.v[u], Vectorized<T>(T(-1)), Vectorized<T>(T(1)));
+  return r;
+}
+
+// sum_u p.v[u], lane by lane, as a fixed-shape tree.
+template <typename T>
+C10_ALWAYS_INLINE Vectorized<T> fold(const Pack<T>& p) {
+  static_assert(kU == 4, "fold sums four vectors");
+  return (p.v[0] + p.v[1]) + (p.v[2] + p.v[3]);
+}
+
+template <typename T>
+C10_ALWAYS_INLINE T lane_sum(const Vectorized<T>& v) {  // fixed order
+  alignas(64) T buf[Vectorized<T>::size()];
+  v.store(buf);
+  T s = T(0);
+  for (int i = 0; i < Vectorized<T>::size(); ++i) s += buf[i];
+  return s;
+}
+
+// ---- loads and stores between storage (scalar_t) and compute packs (opmath) -----------------
+
+// Lanes [0, count) from p[i * stride]; lanes past count hold `fill`.
+template <typename T, typename scalar_t>
+C10_ALWAYS_INLINE Pack<T> load_lanes(const scalar_t* p, int64_t stride, int count, T fill) {
+  if constexpr (std::is_same_v<scalar_t, T>) {
+    if (stride == 1 && count == Pack<T>::kLanes) return Pack<T>::load(p);
+  }
+  alignas(64) T buf[Pack<T>::kLanes];
+  if (stride == 1) {
+    for (int i = 0; i < count; ++i) buf[i] = T(p[i]);
+  } else {
+    for (int i = 0; i < count; ++i) buf[i] = T(p[i * stride]);
+  }
+  for (int i = count; i < Pack<T>::kLanes; ++i) buf[i] = fill;
+  return Pack<T>::load(buf);
+}
+
+template <typename T, typename scalar_t>
+C10_ALWAYS_INLINE void store_lanes(const Pack<T>& v, scalar_t* p, int count) {
+  if constexpr (std::is_same_v<scalar_t, T>) {
+    if (count == Pack<T>::kLanes) return v.store(p);
+  }
+  alignas(64) T buf[Pack<T>::kLanes];
+  v.store(buf);
+  for (int i = 0; i < count; ++i) p[i] = scalar_t(buf[i]);
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Work items per parallel task so that a task does at least ATen's grain (32768) of element-operations.
+inline int64_t grain(int64_t work_per_item) {
+  constexpr int64_t kGrainSize = 32768;
+  return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, work_per_item));
+}
+
+// A lane fill for partial packs that maps to t = 0, where every basis is finite.
+template <typename T>
+C10_ALWAYS_INLINE T neutral_x(const Domain& d) {
+  return d.mapped ? T(0.5 * (d.lo + d.hi)) : T(0);
+}
+
+}  // namespace
+}  // namespace polyfit::cpu
