@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <cuda_runtime.h>  // the emulation (include/): emu::sm_count
+
 #include "csrc/fit.h"
 #include "csrc/polylinear.h"
 

@@ -21,6 +21,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import build  # noqa: E402
@@ -101,6 +102,21 @@ def test_polylinear(emu):
                             failures.append(f"{name}: grad_weight strides {gw.stride()} vs weight {w.stride()}")
 
 
+VANDER = {"power": np.polynomial.polynomial.polyvander, "chebyshev": np.polynomial.chebyshev.chebvander,
+          "legendre": np.polynomial.legendre.legvander, "hermite": np.polynomial.hermite.hermvander,
+          "hermite_e": np.polynomial.hermite_e.hermevander, "laguerre": np.polynomial.laguerre.lagvander}
+
+
+def forward_error_bound(x, w, degree, basis, domain):
+    # Two backward-stable least-squares solvers that round differently (the CUDA kernel merges point
+    # segments; the reference does not) agree to about N cond eps, relative; 1e-8 when well conditioned.
+    worst = 0.0
+    for xr, wr in zip(x.numpy(), w.numpy()):
+        t = xr if domain is None else (2 * xr - (domain[0] + domain[1])) / (domain[1] - domain[0])
+        worst = max(worst, np.linalg.cond(wr[:, None] * VANDER[basis](t, degree)))
+    return max(1e-8, 10 * x.shape[-1] * worst * np.finfo(np.float64).eps)
+
+
 def test_fit(emu):
     g = torch.Generator().manual_seed(1)
     # N = 300 > the CUDA segment (256): two segments per curve, merged in order.
@@ -116,7 +132,7 @@ def test_fit(emu):
                 c, r, ill = emu.fit(x, y, w, degree, basis, domain)
                 cr, rr, _ = reference.fit(x, y, degree, basis, w, domain)
                 name = f"fit R={R} N={N} D={degree} {basis} domain={domain}"
-                check(name + " coeffs", c, cr, 1e-8)
+                check(name + " coeffs", c, cr, forward_error_bound(x, w, degree, basis, domain))
                 check(name + " residuals", r, rr, 1e-8)
                 if ill.any():
                     failures.append(f"{name}: flagged ill-conditioned")
