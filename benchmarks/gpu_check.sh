@@ -77,21 +77,8 @@ if [ -n "$missing" ]; then
 fi
 
 # ---- toolkit and build ---------------------------------------------------------------------------------
-is_toolkit() { [ -x "$1/bin/nvcc" ] && [ -f "$1/include/cuda_runtime.h" ]; }
-if [ -z "${CUDA_HOME:-}" ]; then
-  TORCH_CUDA=$("$PY" -c 'import torch; print(torch.version.cuda or "")')
-  candidates=("/usr/local/cuda-$TORCH_CUDA" /usr/local/cuda)
-  if nvcc_path=$(command -v nvcc 2>/dev/null); then
-    candidates+=("$(dirname "$(dirname "$(readlink -f "$nvcc_path")")")")
-    if real=$(grep -ao '/[^ "]*/bin/nvcc' "$nvcc_path" 2>/dev/null | head -n1); then
-      candidates+=("$(dirname "$(dirname "$real")")")
-    fi
-  fi
-  for c in "${candidates[@]}"; do
-    if is_toolkit "$c"; then CUDA_HOME=$c; break; fi
-  done
-fi
-if [ -n "${CUDA_HOME:-}" ] && is_toolkit "$CUDA_HOME"; then
+source "$ROOT/scripts/cuda_home.sh"
+if find_cuda_home "$("$PY" -c 'import torch; print(torch.version.cuda or "")')"; then
   export CUDA_HOME PATH="$CUDA_HOME/bin:$PATH"
   say "toolkit: $CUDA_HOME ($("$CUDA_HOME/bin/nvcc" --version | grep -o 'release [0-9.]*'))"
 else

@@ -42,21 +42,8 @@ fi
 stamp "torch $("$PY" -c 'import torch; print(torch.__version__)') (CUDA $TORCH_CUDA) from $VENV"
 
 # ---- the toolkit -----------------------------------------------------------------------------------
-is_toolkit() { [ -x "$1/bin/nvcc" ] && [ -f "$1/include/cuda_runtime.h" ]; }
-if [ -z "${CUDA_HOME:-}" ]; then
-  candidates=("/usr/local/cuda-$TORCH_CUDA" /usr/local/cuda)
-  if nvcc_path=$(command -v nvcc 2>/dev/null); then
-    candidates+=("$(dirname "$(dirname "$(readlink -f "$nvcc_path")")")")
-    # nvcc on PATH may be a wrapper script: the toolkit is where the nvcc it runs lives
-    if real=$(grep -ao '/[^ "]*/bin/nvcc' "$nvcc_path" 2>/dev/null | head -n1); then
-      candidates+=("$(dirname "$(dirname "$real")")")
-    fi
-  fi
-  for c in "${candidates[@]}"; do
-    if is_toolkit "$c"; then CUDA_HOME=$c; break; fi
-  done
-fi
-if [ -z "${CUDA_HOME:-}" ] || ! is_toolkit "$CUDA_HOME"; then
+source "$ROOT/scripts/cuda_home.sh"
+if ! find_cuda_home "$TORCH_CUDA"; then
   echo "error: no CUDA toolkit found (set CUDA_HOME to a folder with bin/nvcc and include/cuda_runtime.h)" >&2
   exit 1
 fi
