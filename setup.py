@@ -101,7 +101,7 @@ def extensions():
     # runtime; the symbols resolve to the libgomp that libtorch_cpu already loads.
     cxx = _opt_flags() + ["-fopenmp", "-fvisibility=hidden"]
     exts = []
-    main_sources = [f"{CSRC}/polyfit.cpp"]
+    main_sources = [f"{CSRC}/polyfit.cpp", f"{CSRC}/autograd.cpp"]
     if with_cuda:
         cu = sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC / "cuda").glob("*.cu"))
         exts.append(CUDAExtension(

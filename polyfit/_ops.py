@@ -1,15 +1,15 @@
-"""polyfit's functional API: argument checks, the autograd Functions of torch.ops.polyfit.*,
-fake kernels for torch.compile/export, and the choice between compiled and reference backends.
+"""polyfit's functional API: argument checks, the autograd of the layer's ops, fake kernels for torch.compile/export, and the choice between compiled and reference backends.
 
 Derivatives: every op here is a series or its derivative, and the derivative of a series is a
 series of one degree less. So the backward of polyval(derivative=n) is built from polyval and
 polyval_backward of order n + 1, which are differentiable again: gradients of any order exist,
 and each order runs the fused kernels.
 
-The autograd.Function classes below define each op's derivative; torch.library.register_autograd
-attaches them to the ops themselves, so the public functions call torch.ops.polyfit.* directly
-(a quarter of the per-call cost of Function.apply) and direct callers of the op registry get the
-same derivatives.
+Each op carries its derivative itself, so the public functions call torch.ops.polyfit.* directly
+and direct callers of the op registry get the same derivatives: features, polyval and
+polyval_backward through C++ autograd kernels (csrc/autograd.cpp; the per-call cost of a Python
+autograd.Function exceeded the kernels' below ~1e5 points), the layer's two ops through the
+autograd.Function classes below, attached with torch.library.register_autograd.
 """
 
 from __future__ import annotations
@@ -155,107 +155,8 @@ if _backend.STATE.loaded:
 
 
 # ---------------------------------------------------------------------------------------------
-# Autograd over the compiled ops.
-
-
-class PolyvalFunction(torch.autograd.Function):
-    """y = d^n/dx^n sum_k coeffs[..., k] P_k(t(x)); differentiable in x and coeffs."""
-
-    @staticmethod
-    def forward(x, coeffs, basis, domain, derivative):
-        return torch.ops.polyfit.polyval(x, coeffs, basis, domain, derivative)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, coeffs, basis, domain, derivative = inputs
-        ctx.save_for_backward(x, coeffs)
-        ctx.args = (basis, domain, derivative)
-        ctx.set_materialize_grads(False)
-
-    @staticmethod
-    def backward(ctx, grad):
-        need_x, need_c = ctx.needs_input_grad[:2]
-        if grad is None or not (need_x or need_c):
-            return None, None, None, None, None
-        x, coeffs = ctx.saved_tensors
-        gx, gc = torch.ops.polyfit.polyval_backward(grad, x, coeffs, *ctx.args, (need_x, need_c))
-        return gx, gc, None, None, None
-
-
-class PolyvalBackwardFunction(torch.autograd.Function):
-    """(grad_x, grad_coeffs) of PolyvalFunction, itself differentiable:
-
-        grad_x = sum_to_x(grad * P^(n+1)(x, c)),   grad_c = sum_to_c(moments of grad at order n).
-    """
-
-    @staticmethod
-    def forward(grad, x, coeffs, basis, domain, derivative, output_mask):
-        return torch.ops.polyfit.polyval_backward(grad, x, coeffs, basis, domain, derivative, output_mask)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        grad, x, coeffs, basis, domain, derivative, output_mask = inputs
-        ctx.save_for_backward(grad, x, coeffs)
-        ctx.args = (basis, domain, derivative)
-        ctx.set_materialize_grads(False)
-
-    @staticmethod
-    def backward(ctx, ggx, ggc):
-        grad, x, coeffs = ctx.saved_tensors
-        basis, domain, n = ctx.args
-        need_grad, need_x, need_c = ctx.needs_input_grad[:3]
-        d_grad = d_x = d_c = None
-        if ggx is not None and (need_x or need_c):
-            # grad_x = grad * P^(n+1)(x, c): its x-derivative is order n+2, its c-derivative the
-            # order-(n+1) moments of grad * ggx; one fused call gives both.
-            d_x, d_c = torch.ops.polyfit.polyval_backward(grad * ggx, x, coeffs, basis, domain, n + 1, (need_x, need_c))
-        if ggc is not None and need_x:
-            # grad_c's moments are linear in grad: their x-derivative is grad * P^(n+1)(x, ggc).
-            extra, _ = torch.ops.polyfit.polyval_backward(grad, x, ggc, basis, domain, n, (True, False))
-            d_x = extra if d_x is None else d_x + extra
-        if need_grad:
-            terms = []
-            if ggx is not None:
-                terms.append(ggx * torch.ops.polyfit.polyval(x, coeffs, basis, domain, n + 1))
-            if ggc is not None:
-                terms.append(torch.ops.polyfit.polyval(x, ggc, basis, domain, n))
-            if terms:
-                d_grad = _sum_to(sum(terms[1:], terms[0]), grad.shape)
-        return d_grad, d_x, d_c, None, None, None, None
-
-
-class FeaturesFunction(torch.autograd.Function):
-    """out[..., k] = P_k(t(x)); grad_x = sum_k grad[..., k] P_k'(t) t', a per-point series."""
-
-    @staticmethod
-    def forward(x, degree, basis, domain, increasing):
-        return torch.ops.polyfit.features(x, degree, basis, domain, increasing)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, degree, basis, domain, increasing = inputs
-        ctx.save_for_backward(x)
-        ctx.args = (basis, domain, increasing)
-        ctx.set_materialize_grads(False)
-
-    @staticmethod
-    def backward(ctx, grad):
-        if grad is None or not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
-        (x,) = ctx.saved_tensors
-        basis, domain, increasing = ctx.args
-        coeffs = grad if increasing else grad.flip(-1)
-        # Each point's own series: x as (..., 1) against coefficients (..., K).
-        gx = torch.ops.polyfit.polyval(x.unsqueeze(-1), coeffs, basis, domain, 1).squeeze(-1)
-        return gx.to(x.dtype), None, None, None, None
-
-
-# The same derivatives make torch.ops.polyfit.* differentiable when called directly (torch.export,
-# users of the op registry).
-if _backend.STATE.loaded:
-    for _name, _fn in [("features", FeaturesFunction), ("polyval", PolyvalFunction),
-                       ("polyval_backward", PolyvalBackwardFunction)]:
-        torch.library.register_autograd(f"polyfit::{_name}", _fn.backward, setup_context=_fn.setup_context)
+# Autograd of features, polyval and polyval_backward: C++ kernels on the Autograd key
+# (csrc/autograd.cpp), differentiable to any order; calling torch.ops.polyfit.* is differentiable.
 
 
 # ---------------------------------------------------------------------------------------------
