@@ -34,19 +34,13 @@ import polyfit
 from polyfit import _backend, reference
 
 from . import eager
-from .cases import compiled
+from .cases import compiled, np, npp  # numpy is optional: np is None without it
 from .registry import Case, Grid, Peer, add_to_preset, register
-
-try:
-    import numpy as np
-    import numpy.polynomial as npp
-except ImportError:  # numpy is optional: its peer is skipped
-    np = npp = None
+from .roofline import RECURRENCE_OPS
 
 NUMPY_FIT = {"power": ("polynomial", "polyfit"), "chebyshev": ("chebyshev", "chebfit"),
              "legendre": ("legendre", "legfit"), "hermite": ("hermite", "hermfit"),
              "hermite_e": ("hermite_e", "hermefit"), "laguerre": ("laguerre", "lagfit")}
-RECURRENCE_OPS = {"power": 1, "chebyshev": 1, "hermite": 2, "hermite_e": 2, "legendre": 3, "laguerre": 3}
 
 
 def _note(device: str) -> str:

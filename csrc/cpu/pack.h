@@ -54,6 +54,9 @@ POLYFIT_PACK_OP(+)
 POLYFIT_PACK_OP(-)
 POLYFIT_PACK_OP(*)
 POLYFIT_PACK_OP(&)
+POLYFIT_PACK_OP(/)
+POLYFIT_PACK_OP(<)  // comparisons give all-ones lanes where true, for select()
+POLYFIT_PACK_OP(>)
 #undef POLYFIT_PACK_OP
 
 #define POLYFIT_PACK_FMA(NAME)                                                      \
@@ -67,19 +70,6 @@ POLYFIT_PACK_FMA(fmadd)
 POLYFIT_PACK_FMA(fmsub)
 POLYFIT_PACK_FMA(fnmadd)
 #undef POLYFIT_PACK_FMA
-
-// Division and comparisons (the latter give all-ones lanes where true, for select()).
-#define POLYFIT_PACK_OP_EXTRA(OP)                                        \
-  template <typename T>                                                  \
-  C10_ALWAYS_INLINE Pack<T> operator OP(const Pack<T>& a, const Pack<T>& b) {       \
-    Pack<T> r;                                                           \
-    for (int u = 0; u < kU; ++u) r.v[u] = a.v[u] OP b.v[u];              \
-    return r;                                                            \
-  }
-POLYFIT_PACK_OP_EXTRA(/)
-POLYFIT_PACK_OP_EXTRA(<)
-POLYFIT_PACK_OP_EXTRA(>)
-#undef POLYFIT_PACK_OP_EXTRA
 
 // Lane-wise functions for the least-squares and layer kernels (csrc/lstsq.h, cpu/polylinear.cpp).
 template <typename T>
