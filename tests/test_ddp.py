@@ -53,6 +53,7 @@ def _worker(rank, port, out_dir):
         shard = slice(rank * 32 // WORLD, (rank + 1) * 32 // WORLD)
         grads = _train(model, xs[:, shard], ys[:, shard])
         torch.save(grads, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # both ranks done before either tears its connections down
     finally:
         dist.destroy_process_group()
 
