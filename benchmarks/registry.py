@@ -97,17 +97,7 @@ class Case:
 
     @property
     def name(self) -> str:
-        p = dict(self.params)
-        parts = [self.op, self.mode]
-        if "basis" in p:
-            parts.append(str(p.pop("basis")))
-        if "degree" in p:
-            parts.append(f"D={p.pop('degree')}")
-        if "n" in p:
-            parts.append(f"N={fmt_count(p.pop('n'))}")
-        parts += [f"{k}={v}" for k, v in p.items()]
-        parts += [dtype_name(self.dtype), self.device]
-        return " ".join(parts)
+        return " ".join([self.op, self.mode, *params_label(self.params), dtype_name(self.dtype), self.device])
 
 
 @dataclass
@@ -236,6 +226,19 @@ def preset_grids(name: str, devices: tuple) -> list[Grid]:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
+
+
+def params_label(params: dict) -> list:
+    """A case's parameters as name parts: basis, D=degree, N=n, then the rest as key=value."""
+    p = dict(params)
+    parts = []
+    if "basis" in p:
+        parts.append(str(p.pop("basis")))
+    if "degree" in p:
+        parts.append(f"D={p.pop('degree')}")
+    if "n" in p:
+        parts.append(f"N={fmt_count(p.pop('n'))}")
+    return parts + [f"{k}={v}" for k, v in p.items()]
 
 
 def fmt_count(n: float) -> str:

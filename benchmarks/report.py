@@ -7,7 +7,7 @@ import math
 import os
 from collections import OrderedDict
 
-from .registry import fmt_count
+from .registry import fmt_count, params_label
 
 # Column order of peers in tables; peers unknown here (added by other case modules) follow.
 PEER_ORDER = ["seed", "eager_horner", "compile_seed", "compile_horner", "torch_vander", "numpy", "reference"]
@@ -43,16 +43,7 @@ def fmt_bytes(b) -> str:
 
 def case_label(r: dict) -> str:
     """The case name without op and mode (the table's heading says those)."""
-    p = dict(r["params"])
-    parts = []
-    if "basis" in p:
-        parts.append(str(p.pop("basis")))
-    if "degree" in p:
-        parts.append(f"D={p.pop('degree')}")
-    if "n" in p:
-        parts.append(f"N={fmt_count(p.pop('n'))}")
-    parts += [f"{k}={v}" for k, v in p.items()]
-    return " ".join(parts + [r["dtype"], r["device"]])
+    return " ".join(params_label(r["params"]) + [r["dtype"], r["device"]])
 
 
 def peer_columns(results: list) -> list:

@@ -35,38 +35,44 @@ def rewrite(src: str) -> str:
     return out
 
 
-# The kernels of features, polyval and polyval_backward (other ops' .cu files are not emulated).
-KERNELS = ("kernels.cu", "series.cu", "moments.cu")
+# The kernels of features, polyval and polyval_backward, each with nothing appended (test_emulated_nn.py
+# passes the layer's and fit's, each with an accessor for its internal-linkage kernel table).
+KERNELS = {"kernels.cu": "", "series.cu": "", "moments.cu": ""}
 
 
-def prepare(build_dir: Path) -> list[str]:
+def prepare(build_dir: Path, host=("ops.cpp",), kernels=KERNELS, module="emu_module.cpp") -> list[str]:
+    """Copies csrc's headers and `host` sources, the rewritten `kernels` and `module` into build_dir/src."""
     src_dir = build_dir / "src"
     if src_dir.exists():
         shutil.rmtree(src_dir)
     (src_dir / "csrc" / "cuda").mkdir(parents=True)
     for header in (ROOT / "csrc").glob("*.h"):
         shutil.copy(header, src_dir / "csrc" / header.name)
-    shutil.copy(ROOT / "csrc" / "ops.cpp", src_dir / "csrc" / "ops.cpp")
-    sources = [str(src_dir / "csrc" / "ops.cpp")]
+    sources = []
+    for name in host:
+        shutil.copy(ROOT / "csrc" / name, src_dir / "csrc" / name)
+        sources.append(str(src_dir / "csrc" / name))
     for header in (ROOT / "csrc" / "cuda").glob("*.cuh"):
         (src_dir / "csrc" / "cuda" / header.name).write_text(rewrite(header.read_text()))
-    for name in KERNELS:
+    for name, appended in kernels.items():
         dst = src_dir / "csrc" / "cuda" / (Path(name).stem + "_cu.cpp")
-        dst.write_text(rewrite((ROOT / "csrc" / "cuda" / name).read_text()))
+        dst.write_text(rewrite((ROOT / "csrc" / "cuda" / name).read_text()) + appended)
         sources.append(str(dst))
-    shutil.copy(HERE / "emu_module.cpp", src_dir / "emu_module.cpp")
-    sources.append(str(src_dir / "emu_module.cpp"))
+    shutil.copy(HERE / module, src_dir / module)
+    sources.append(str(src_dir / module))
     return sources
 
 
-def load(verbose: bool = False):
+def load(verbose: bool = False, name: str = "polyfit_cuda_emu", build_dir: Path | None = None, **files):
+    """Builds and imports the emulated module; `files` as prepare()'s host, kernels and module."""
     from torch.utils import cpp_extension
 
-    build_dir = Path(os.environ.get("POLYFIT_EMU_BUILD", "/tmp/polyfit_cuda_emu"))
+    if build_dir is None:
+        build_dir = Path(os.environ.get("POLYFIT_EMU_BUILD", "/tmp/polyfit_cuda_emu"))
     build_dir.mkdir(parents=True, exist_ok=True)
-    sources = prepare(build_dir)
+    sources = prepare(build_dir, **files)
     return cpp_extension.load(
-        name="polyfit_cuda_emu",
+        name=name,
         sources=sources,
         extra_include_paths=[str(HERE / "include"), str(build_dir / "src")],
         extra_cflags=["-O1", "-std=c++20", "-pthread", "-Wno-unknown-pragmas"],

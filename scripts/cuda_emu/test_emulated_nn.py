@@ -11,7 +11,6 @@ csrc/fit.cpp) the CUDA build registers.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -36,30 +35,9 @@ ACCESSORS = {
 
 
 def load():
-    from torch.utils import cpp_extension
-
-    build_dir = Path(os.environ.get("POLYFIT_EMU_NN_BUILD", "/tmp/polyfit_cuda_emu_nn"))
-    src = build_dir / "src"
-    if src.exists():
-        shutil.rmtree(src)
-    (src / "csrc" / "cuda").mkdir(parents=True)
-    for header in (ROOT / "csrc").glob("*.h"):
-        shutil.copy(header, src / "csrc" / header.name)
-    sources = []
-    for name in ("ops.cpp", "polylinear.cpp", "fit.cpp"):
-        shutil.copy(ROOT / "csrc" / name, src / "csrc" / name)
-        sources.append(str(src / "csrc" / name))
-    for name, accessor in ACCESSORS.items():
-        dst = src / "csrc" / "cuda" / (Path(name).stem + "_cu.cpp")
-        dst.write_text(build.rewrite((ROOT / "csrc" / "cuda" / name).read_text()) + accessor)
-        sources.append(str(dst))
-    shutil.copy(HERE / "emu_module_nn.cpp", src / "emu_module_nn.cpp")
-    sources.append(str(src / "emu_module_nn.cpp"))
-    return cpp_extension.load(
-        name="polyfit_cuda_emu_nn", sources=sources,
-        extra_include_paths=[str(HERE / "include"), str(src)],
-        extra_cflags=["-O1", "-std=c++20", "-pthread", "-Wno-unknown-pragmas"], extra_ldflags=["-pthread"],
-        build_directory=str(build_dir), verbose=False)
+    return build.load(name="polyfit_cuda_emu_nn",
+                      build_dir=Path(os.environ.get("POLYFIT_EMU_NN_BUILD", "/tmp/polyfit_cuda_emu_nn")),
+                      host=("ops.cpp", "polylinear.cpp", "fit.cpp"), kernels=ACCESSORS, module="emu_module_nn.cpp")
 
 
 failures = []
