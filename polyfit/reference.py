@@ -191,7 +191,11 @@ def fit(x: Tensor, y: Tensor, degree: int, basis: str = "power", weight: Optiona
     finite = torch.isfinite(A).all(-1).all(-1) & torch.isfinite(b).all(-1)
     A = torch.where(finite[..., None, None], A, 0)
     b = torch.where(finite[..., None], b, 0)
-    scl = A.square().sum(-2).sqrt()
+    # Column norms through the columns divided by their largest magnitude: the squares of float32
+    # entries beyond ~1e+-19 would overflow or flush to zero.
+    amax = A.abs().amax(-2)
+    amax = torch.where(amax == 0, torch.ones_like(amax), amax)
+    scl = amax * (A / amax.unsqueeze(-2)).square().sum(-2).sqrt()
     scl = torch.where(scl == 0, torch.ones_like(scl), scl)
     U, S, Vh = torch.linalg.svd(A / scl.unsqueeze(-2), full_matrices=False)
     rcond = N * torch.finfo(cd).eps

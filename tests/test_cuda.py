@@ -118,7 +118,9 @@ def test_features_and_backward_match_cpu(basis, degree, dtype):
         out64 = polyfit.features(x64, degree, basis, domain=domain, increasing=increasing)
         (gx64,) = torch.autograd.grad(out64, x64, g.cpu().double())
         what = f"{basis} degree={degree} {dtype} domain={domain} increasing={increasing}"
-        loose = 10.0 if degree > 16 else 1.0  # long recurrences accumulate a few more roundings
+        # x's rounding moves P_k(t) by up to |P_k'(t)| |t| eps, and |T_k'(+-1)| = k^2: the error grows
+        # with the degree squared (float32, degree 16, domain ends: 1.05e-5 seen on an H200)
+        loose = max(1.0, (degree / 8) ** 2)
         _assert_close(out, out64.to(dtype), dtype, "features " + what, loose)
         _assert_close(gx, gx64.to(dtype), dtype, "features backward " + what, loose)
 

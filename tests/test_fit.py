@@ -134,6 +134,22 @@ def test_float32(device):
     assert err.max() < 1e-4
 
 
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e-25), (torch.float32, 1e-20), (torch.float32, 1e20),
+                                         (torch.float64, 1e-200), (torch.float64, 1e200)])
+def test_weight_scale_leaves_coefficients_unchanged(device, dtype, scale):
+    # A common factor of the weights scales A and b alike; the coefficients do not move. The squares
+    # of such weights leave the dtype's range (float32: (1e-20)^2 is subnormal, (1e20)^2 overflows),
+    # so every solver path must scale its columns: the kernel's QR and the SVD of polyfit.reference.
+    x, y, w = _curves(20, 64, seed=16)
+    c_np, _ = _numpy_fits(x, y, 5, "chebyshev", w)
+    t = lambda a: torch.from_numpy(a).to(device, dtype)  # noqa: E731
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    for name, coeffs in (("fit", polyfit.fit(t(x), t(y), 5, "chebyshev", weight=t(w * scale)).coeffs),
+                         ("reference", reference.fit(t(x), t(y), 5, "chebyshev", t(w * scale))[0])):
+        err = np.linalg.norm(coeffs.cpu().double().numpy() - c_np, axis=-1) / np.linalg.norm(c_np, axis=-1)
+        assert err.max() < tol, f"{name}: relative error {err.max():.3g}"
+
+
 def test_rank_deficient_matches_numpy(device):
     rng = np.random.default_rng(15)
     R, N, degree = 6, 20, 5

@@ -79,6 +79,25 @@ C10_ALWAYS_INLINE Pack<T> vsqrt(const Pack<T>& a) {
   return r;
 }
 template <typename T>
+C10_ALWAYS_INLINE Pack<T> vabs(const Pack<T>& a) {
+  Pack<T> r;
+  for (int u = 0; u < kU; ++u) r.v[u] = a.v[u].abs();
+  return r;
+}
+template <typename T>
+C10_ALWAYS_INLINE Pack<T> vmax(const Pack<T>& a, const Pack<T>& b) {
+  Pack<T> r;
+  for (int u = 0; u < kU; ++u) r.v[u] = at::vec::maximum(a.v[u], b.v[u]);
+  return r;
+}
+// True when every lane of a comparison mask (all-ones lanes where true) is set.
+template <typename T>
+C10_ALWAYS_INLINE bool all_lanes(const Pack<T>& m) {
+  for (int u = 0; u < kU; ++u)
+    if (m.v[u].zero_mask() != 0) return false;  // zero_mask: a bit per lane equal to 0 (false)
+  return true;
+}
+template <typename T>
 C10_ALWAYS_INLINE Pack<T> vtanh(const Pack<T>& a) {
   Pack<T> r;
   for (int u = 0; u < kU; ++u) r.v[u] = a.v[u].tanh();

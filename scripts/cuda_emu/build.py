@@ -75,7 +75,9 @@ def load(verbose: bool = False, name: str = "polyfit_cuda_emu", build_dir: Path 
         name=name,
         sources=sources,
         extra_include_paths=[str(HERE / "include"), str(build_dir / "src")],
-        extra_cflags=["-O1", "-std=c++20", "-pthread", "-Wno-unknown-pragmas"],
+        # -march=native -ffp-contract=fast: a*b+c fused as nvcc fuses it by default (a float32 fit went
+        # NaN on a GPU, and only so here)
+        extra_cflags=["-O1", "-march=native", "-ffp-contract=fast", "-std=c++20", "-pthread", "-Wno-unknown-pragmas"],
         extra_ldflags=["-pthread"],
         build_directory=str(build_dir),
         verbose=verbose,

@@ -114,6 +114,17 @@ def test_fit(emu):
                 check(name + " residuals", r, rr, 1e-8)
                 if ill.any():
                     failures.append(f"{name}: flagged ill-conditioned")
+    # float32 with weights whose squares leave float32's range; N = 64 is one segment, folded a row at
+    # a time from an empty triangle (whose first rows' rounding noise once squared to zero)
+    x = torch.rand(40, 64, generator=g) * 2 - 1
+    y = torch.sin(3 * x) + 0.1 * torch.randn(40, 64, generator=g)
+    w = torch.rand(40, 64, generator=g) + 0.5
+    cr, _, _ = reference.fit(x.double(), y.double(), 5, "chebyshev", w.double())
+    for s in (1e-20, 1.0, 1e20):
+        c, _, ill = emu.fit(x, y, w * s, 5, "chebyshev", None)
+        check(f"fit float32 weights x {s:g} coeffs", c.double(), cr, 1e-4)
+        if ill.any():
+            failures.append(f"fit float32 weights x {s:g}: flagged ill-conditioned")
     # rank deficient: three distinct x, degree 5 -> flagged for the SVD path; NaN data -> not flagged
     x = torch.tensor([[-0.5, 0.1, 0.7] * 6], dtype=torch.float64)
     y = torch.randn(1, 18, generator=g, dtype=torch.float64)
