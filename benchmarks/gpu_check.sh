@@ -8,7 +8,8 @@
 # Sized to finish in under 8 minutes on one H100 (each stage has its own time limit; a stage that
 # fails or times out is recorded and the next one still runs). Knobs: PYTHON (default: the first
 # python3/python that imports torch), CUDA_HOME, TORCH_CUDA_ARCH_LIST (default: the GPU's own
-# capability), MAX_JOBS (default: the number of cores), PYTEST_ARGS (extra pytest arguments).
+# capability), MAX_JOBS (default: the number of cores), PYTEST_ARGS (extra pytest arguments),
+# GPU_CHECK_BENCH=0 (skip the benchmark suite, for a short lease).
 # Outputs in OUTDIR: gpu_check.log (everything), gpu_check.json (summary: stages, status, seconds,
 # device), pytest_cuda.xml and pytest_device.xml, roofline.json (benchmarks/gpu_roofline.py), bench/ (python -m benchmarks).
 set -uo pipefail
@@ -135,6 +136,8 @@ EOF
   left=$(( BUDGET - $(now) ))
   if [ ! -f benchmarks/__main__.py ]; then
     record bench "skipped: the benchmarks package (python -m benchmarks) is not in this tree" 0
+  elif [ "${GPU_CHECK_BENCH:-1}" = 0 ]; then
+    record bench "skipped: GPU_CHECK_BENCH=0" 0
   elif [ $left -lt 30 ]; then
     record bench "skipped: only ${left}s of the time budget left" 0
   else

@@ -11,7 +11,9 @@ torch.utils.benchmark (which synchronises the device), float32:
   - features forward, degree 8: bytes (x read, N x 9 written) over time, share of copy bandwidth
     (target >= 0.80);
   - polyval forward + backward (grad of x and coeffs), degree 8: against torch.compile of a Horner loop
-    (target >= 3x) and the seed's eager torch.stack([x**D, ..., x, 1], 1) @ w (target >= 50x).
+    (target >= 3x) and the seed's eager torch.stack([x**D, ..., x, 1], 1) @ w (target >= 50x); its
+    share of copy counts the least any forward + backward moves (x twice, y, grad, grad_x), and
+    torch.profiler splits polyfit's time into its kernels (at N = 2^log2n and at N = 1e4).
 """
 
 from __future__ import annotations
@@ -51,6 +53,31 @@ def fwd_bwd(f, x, c, g):
     xg = x.detach().requires_grad_()
     cg = c.detach().requires_grad_()
     return torch.autograd.grad(f(xg, cg), (xg, cg), g)
+
+
+def kernel_breakdown(fn, results: dict, label: str, calls: int = 20) -> None:
+    """Each CUDA kernel's mean time per call of fn, and the wall time per call, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t) / calls
+    kernels = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            kernels.setdefault(e.name, []).append(e.device_time)
+    rows = sorted(((sum(v) / calls, len(v) / calls, k) for k, v in kernels.items()), reverse=True)
+    print(f"kernels of polyfit polyval {label}: wall {wall * 1e6:.1f} us per call (under the profiler), "
+          f"GPU {sum(r[0] for r in rows):.1f} us")
+    for us, count, name in rows[:8]:
+        print(f"    {us:9.1f} us  x{count:g}  {name[:90]}")
+    results.setdefault("kernel_breakdown", {})[label] = {
+        "wall_us": wall * 1e6, "kernels": [{"name": k, "us_per_call": us, "launches_per_call": c} for us, c, k in rows]}
 
 
 def main(argv=None) -> int:
@@ -129,7 +156,14 @@ def main(argv=None) -> int:
     c = torch.randn(degree + 1, device=dev)
     g = torch.randn_like(x)
     pf = median_seconds(lambda: fwd_bwd(lambda a, b: polyfit.polyval(a, b), x, c, g), mrt)
-    record("polyval fwd+bwd polyfit D=8", pf)
+    # the floor of any forward + backward: x read twice, y written, g read, grad_x written
+    record("polyval fwd+bwd polyfit D=8", pf, 5 * n * f32)
+    xs, gs = x[:10_000], g[:10_000]
+    try:
+        kernel_breakdown(lambda: fwd_bwd(polyfit.polyval, x, c, g), results, "fwd+bwd 2^%d" % args.log2n)
+        kernel_breakdown(lambda: fwd_bwd(polyfit.polyval, xs, c, gs), results, "fwd+bwd 1e4")
+    except Exception as e:  # noqa: BLE001 - the breakdown is a diagnosis, not a measurement to fail on
+        print(f"kernel breakdown failed: {type(e).__name__}: {e}", file=sys.stderr)
     eager = median_seconds(lambda: fwd_bwd(horner, x, c, g), mrt)
     record("polyval fwd+bwd eager Horner D=8", eager, speedup_of_polyfit=eager / pf)
     seed = median_seconds(lambda: fwd_bwd(seed_stack, x, c, g), mrt)
