@@ -48,14 +48,19 @@ def test_polyval_low_precision_against_float64(device, basis, dtype, degree):
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
-@pytest.mark.parametrize("degree", [0, 4, 12])
-def test_features_low_precision_against_float64(device, basis, dtype, degree):
+@pytest.mark.parametrize("increasing", [True, False])
+# float32 rows leave the AVX-512 kernel by permutes up to 6 columns, by 16 x 16 transposes (16
+# columns at a time) beyond: degrees on both sides of 6 and of 16 and 32 columns
+@pytest.mark.parametrize("degree", [0, 4, 5, 6, 12, 15, 16, 20, 32])
+def test_features_low_precision_against_float64(device, basis, dtype, degree, increasing):
     x, _, xn, _ = _inputs(basis, dtype, degree, device=device)
-    V = polyfit.features(x, degree, basis)
+    V = polyfit.features(x, degree, basis, increasing=increasing)
     assert V.dtype == dtype
     out_u, comp_u = ROUNDING[dtype]
     expected = oracle.vander(xn, degree, basis)
     scale = np.maximum.accumulate(np.abs(expected), axis=1)
+    if not increasing:
+        expected, scale = expected[:, ::-1], scale[:, ::-1]
     bound = out_u * np.abs(expected) + 64 * (degree + 1) * comp_u * scale + 1e-30
     _check(V, expected, bound, dtype)
 
