@@ -250,19 +250,29 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t e0 = blk * L;
       const int n = static_cast<int>(std::min<int64_t>(L, M - e0));
-      int64_t r = e0 / s.N, i = e0 % s.N;
-      for (int j = 0; j < L; ++j) {
-        if (j < n) {
+      if (s.N == 1) {  // one point per row (features' backward): lane j is row e0 + j
+        for (int j = 0; j < n; ++j) xs[j] = T(s.x[(e0 + j) * s.sxr]);
+        if (wp)
+          for (int j = 0; j < n; ++j) ws[j] = T(wp[(e0 + j) * swr]);
+        const scalar_t* cb = s.c + e0 * s.scr;
+        for (int j = 0; j < n; ++j) {
+          const scalar_t* cp = cb + j * s.scr;
+          for (int k = 0; k < K; ++k) tile[size_t(k) * L + j] = T(cp[k * s.sck]);
+        }
+      } else {
+        int64_t r = e0 / s.N, i = e0 % s.N;
+        for (int j = 0; j < n; ++j) {
           xs[j] = T(s.x[r * s.sxr + i * s.sxn]);
-          ws[j] = wp ? T(wp[r * swr + i * swn]) : T(1);
+          if (wp) ws[j] = T(wp[r * swr + i * swn]);
           const scalar_t* cp = s.c + r * s.scr;
           for (int k = 0; k < K; ++k) tile[size_t(k) * L + j] = T(cp[k * s.sck]);
           if (++i == s.N) i = 0, ++r;
-        } else {
-          xs[j] = fill;
-          ws[j] = T(0);
-          for (int k = 0; k < K; ++k) tile[size_t(k) * L + j] = T(0);
         }
+      }
+      for (int j = n; j < L; ++j) {
+        xs[j] = fill;
+        ws[j] = T(0);
+        for (int k = 0; k < K; ++k) tile[size_t(k) * L + j] = T(0);
       }
       for (int k = 0; k < K; ++k) work[k] = P::load(tile.data() + size_t(k) * L);
       const P* coef = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
