@@ -47,6 +47,25 @@ def test_per_row_with_strided_and_expanded_coeffs(device, basis):
     np.testing.assert_allclose(y.cpu().numpy(), _val(x, c_exp[0], basis), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_one_point_rows_with_their_own_coefficients(device, basis, dtype):
+    # x (R, 1), coeffs (R, K): the CPU packs lanes across rows (features' backward has this shape).
+    # R = 200 is three full packs and a tail; strided x and coefficients, values and both gradients.
+    R, K = 200, 7
+    x = (torch.rand(1, R, dtype=torch.float64, device=device) * 2 - 1).to(dtype).t().requires_grad_()
+    c = torch.randn(K, R, dtype=torch.float64, device=device).to(dtype).t().requires_grad_()
+    g = torch.randn(R, 1, dtype=torch.float64, device=device).to(dtype)
+    y = polyfit.polyval(x, c, basis)
+    gx, gc = torch.autograd.grad(y, (x, c), g)
+    xn, cn, gn = (t.detach().double().cpu().numpy() for t in (x, c, g))
+    V = oracle.vander(xn[:, 0], K - 1, basis)
+    d = np.array([oracle.val(xn[r], cn[r], basis, derivative=1)[0] for r in range(R)])
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y.detach().cpu().double().numpy()[:, 0], (V * cn).sum(1), **tol)
+    np.testing.assert_allclose(gx.cpu().double().numpy()[:, 0], gn[:, 0] * d, **tol)
+    np.testing.assert_allclose(gc.cpu().double().numpy(), gn * V, **tol)
+
+
 def test_gradients_on_strided_inputs_match_contiguous(device, basis):
     xt = (torch.rand(5, 8, dtype=torch.float64, device=device) * 2 - 1).t().requires_grad_()
     ct = torch.randn(4, 8, dtype=torch.float64, device=device).t().requires_grad_()  # (8, 4)
