@@ -52,14 +52,23 @@ class Interleave16 {
     if (!permute()) return;
     for (int q = 0; q < K; ++q) {
       alignas(64) int32_t j[16];
-      for (int k = 0; k < K; ++k) mask_[q][k] = 0;
+      for (int k = 0; k < K; ++k) mask_[q][k] = inv_mask_[q][k] = 0;
       for (int i = 0; i < 16; ++i) {
         j[i] = (16 * q + i) / K;  // output vector q, lane i: point (16q + i) / K, column (16q + i) % K
         mask_[q][(16 * q + i) % K] |= __mmask16(1u << i);
       }
       idx_[q] = _mm512_load_si512(j);
     }
+    for (int k = 0; k < K; ++k) {  // the inverse: column k, lane i is element i K + k of the 16 rows
+      alignas(64) int32_t j[16];
+      for (int i = 0; i < 16; ++i) {
+        j[i] = (i * K + k) % 16;
+        inv_mask_[k][(i * K + k) / 16] |= __mmask16(1u << i);
+      }
+      inv_idx_[k] = _mm512_load_si512(j);
+    }
   }
+  // cols (K rows of 16 points, row stride ld) -> rows (16 rows of K, contiguous).
   void operator()(const float* cols, int64_t ld, float* rows) const {
     if (permute()) {
       __m512 c[kMaxPermuteK];
@@ -78,6 +87,28 @@ class Interleave16 {
       transpose(c, p);
       const __mmask16 m = __mmask16((1u << w) - 1);
       for (int i = 0; i < 16; ++i) _mm512_mask_storeu_ps(rows + int64_t(i) * K_ + k0, m, p[i]);
+    }
+  }
+
+  // The inverse: rows (16 rows of K, row i at rows + i * row_stride) -> cols (K rows, stride ld).
+  void columns(const float* rows, int64_t row_stride, float* cols, int64_t ld) const {
+    if (permute() && row_stride == K_) {
+      __m512 r[kMaxPermuteK];
+      for (int q = 0; q < K_; ++q) r[q] = _mm512_loadu_ps(rows + 16 * q);
+      for (int k = 0; k < K_; ++k) {
+        __m512 c = _mm512_setzero_ps();
+        for (int q = 0; q < K_; ++q) c = _mm512_mask_permutexvar_ps(c, inv_mask_[k][q], inv_idx_[k], r[q]);
+        _mm512_storeu_ps(cols + k * ld, c);
+      }
+      return;
+    }
+    for (int k0 = 0; k0 < K_; k0 += 16) {
+      const int w = std::min(16, K_ - k0);
+      const __mmask16 m = __mmask16((1u << w) - 1);
+      __m512 r[16], c[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(m, rows + i * row_stride + k0);
+      transpose(r, c);
+      for (int k = 0; k < w; ++k) _mm512_storeu_ps(cols + (k0 + k) * ld, c[k]);
     }
   }
 
@@ -110,8 +141,8 @@ class Interleave16 {
   }
 
   int K_;
-  __m512i idx_[kMaxPermuteK];
-  __mmask16 mask_[kMaxPermuteK][kMaxPermuteK];
+  __m512i idx_[kMaxPermuteK], inv_idx_[kMaxPermuteK];
+  __mmask16 mask_[kMaxPermuteK][kMaxPermuteK], inv_mask_[kMaxPermuteK][kMaxPermuteK];
 };
 #endif
 
@@ -247,6 +278,10 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
     std::vector<T> tile(size_t(K) * L);
     std::vector<P> work(2 * size_t(K));
     alignas(64) T xs[L], ws[L];
+#if defined(CPU_CAPABILITY_AVX512)
+    std::optional<Interleave16> columns;  // one-point float rows: the features kernel's interleave, inverted
+    if (std::is_same_v<scalar_t, float> && s.N == 1) columns.emplace(K);
+#endif
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t e0 = blk * L;
       const int n = static_cast<int>(std::min<int64_t>(L, M - e0));
@@ -255,7 +290,16 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
         if (wp)
           for (int j = 0; j < n; ++j) ws[j] = T(wp[(e0 + j) * swr]);
         const scalar_t* cb = s.c + e0 * s.scr;
-        for (int j = 0; j < n; ++j) {
+        bool gathered = false;
+#if defined(CPU_CAPABILITY_AVX512)
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (columns && n == L && s.sck == 1) {
+            for (int g = 0; g < L; g += 16) columns->columns(cb + g * s.scr, s.scr, tile.data() + g, L);
+            gathered = true;
+          }
+        }
+#endif
+        for (int j = 0; j < n && !gathered; ++j) {
           const scalar_t* cp = cb + j * s.scr;
           for (int k = 0; k < K; ++k) tile[size_t(k) * L + j] = T(cp[k * s.sck]);
         }
