@@ -95,35 +95,26 @@ __global__ void __launch_bounds__(kRowsThreads) series_rows_kernel(const SeriesA
     constexpr int kAlign = sizeof(P);
     const bool vec = n0 + kRowsTile <= a.N && a.sxn == 1 && aligned_to(xr + n0, kAlign) &&
                      aligned_to(yr + n0, kAlign) && (!wr || (a.swn == 1 && aligned_to(wr + n0, kAlign)));
-    V xv;
-    if (vec) {  // thread tid holds points n0 + kU*tid + u
-      const P p = *reinterpret_cast<const P*>(xr + n0 + kU * tid);
-#pragma unroll
-      for (int u = 0; u < kU; ++u) xv.v[u] = T(p.v[u]);
-    } else {  // thread tid holds points n0 + u*threads + tid: still coalesced
-#pragma unroll
-      for (int u = 0; u < kU; ++u) {
-        const int64_t n = n0 + u * kRowsThreads + tid;
-        xv.v[u] = n < a.N ? T(xr[n * a.sxn]) : a.fill;
-      }
-    }
-    const V t = map_to_window(xv, a.win);
-    V yv = series<B, T>([&](int k) { return V(s_coef[k]); }, a.Ke, t, TableInv<T>{s_inv});
-    if (wr) {
-      V wv;
+    // Thread tid holds points n0 + kU*tid + u (vector loads), else n0 + u*threads + tid (still coalesced).
+    const auto load = [&](const scalar_t* p, int64_t stride, T fill) {
+      V v;
       if (vec) {
-        const P p = *reinterpret_cast<const P*>(wr + n0 + kU * tid);
+        const P q = *reinterpret_cast<const P*>(p + n0 + kU * tid);
 #pragma unroll
-        for (int u = 0; u < kU; ++u) wv.v[u] = T(p.v[u]);
+        for (int u = 0; u < kU; ++u) v.v[u] = T(q.v[u]);
       } else {
 #pragma unroll
         for (int u = 0; u < kU; ++u) {
           const int64_t n = n0 + u * kRowsThreads + tid;
-          wv.v[u] = n < a.N ? T(wr[n * a.swn]) : T(0);
+          v.v[u] = n < a.N ? T(p[n * stride]) : fill;
         }
       }
-      yv = yv * wv;
-    }
+      return v;
+    };
+    const V xv = load(xr, a.sxn, a.fill);
+    const V t = map_to_window(xv, a.win);
+    V yv = series<B, T>([&](int k) { return V(s_coef[k]); }, a.Ke, t, TableInv<T>{s_inv});
+    if (wr) yv = yv * load(wr, a.swn, T(0));
     if (vec) {
       P p;
 #pragma unroll
