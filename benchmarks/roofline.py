@@ -98,7 +98,7 @@ def _round_pow2(n: int) -> int:
 
 
 class Limits:
-    """Copy bandwidth and FMA peak of one device, measured lazily and cached; fill time, measured each time."""
+    """Copy bandwidth and FMA peak of one device, measured lazily and cached."""
 
     # Large enough to leave every cache on CPUs and GPUs.
     LARGE_COPY_BYTES = 1 << 28
@@ -138,13 +138,6 @@ class Limits:
                 m = measure(lambda: torch.mm(a, b, out=c), self.min_run_time)
             self._peak[dtype] = n ** 3 / m.median
         return self._peak[dtype]
-
-    def fill(self, shape: tuple, dtype: torch.dtype):
-        """Measurement of allocating a fresh tensor and filling it (torch.ones), like an op's new
-        output. Not cached: large fresh allocations cost page faults or not depending on the
-        allocator's state (glibc serves blocks over 32 MiB by mmap unless its heap has room), so the
-        runner measures it right after the baseline, in the same state."""
-        return measure(lambda: torch.ones(shape, dtype=dtype, device=self.device), self.min_run_time)
 
     def summary(self) -> dict:
         return {

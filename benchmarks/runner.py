@@ -8,8 +8,11 @@ from typing import Optional
 
 import torch
 
+from torch.utils.benchmark import Measurement, Timer
+
 from .registry import Case, Peer, dtype_name
-from .roofline import Limits, measure
+
+from .roofline import Limits
 
 # Agreement with the baseline, max |peer - baseline| / max |baseline| over every output: a check
 # that the peers compute the same thing. Half types get no verdict, only the figure: eager peers
@@ -20,7 +23,8 @@ TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-3}
 
 @dataclass
 class RunConfig:
-    min_run_time: float = 0.2          # seconds of timed runs per measurement
+    min_run_time: float = 0.2          # seconds of timed runs per peer, over all rounds
+    rounds: int = 5                    # timing rounds, each peer in turn in each round
     peers: Optional[set] = None        # only these peers (the baseline always runs)
 
 
@@ -100,9 +104,21 @@ def faults_per_call(stmt, device: str, calls: int = 2) -> Optional[float]:
     return (_minor_faults() - before) / calls
 
 
+def _record_error(rec: dict, e: Exception) -> None:
+    rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    if isinstance(e, torch.OutOfMemoryError):
+        torch.cuda.empty_cache()
+
+
 def _peer_order(case: Case, only: Optional[set]) -> list:
     names = [case.baseline] + [p for p in case.peers if p != case.baseline]
     return [p for p in names if p in case.peers and (only is None or p in only or p == case.baseline)]
+
+
+def _timed_round(stmt, seconds: float):
+    """One round of timed runs of stmt() on all intra-op threads (Timer defaults to 1)."""
+    timer = Timer(stmt="fn()", globals={"fn": stmt}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=seconds)
 
 
 def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
@@ -116,9 +132,9 @@ def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
     tol = TOLERANCE.get(case.dtype)
 
     peers: dict = {}
+    stmts: dict = {}  # the peers that ran, ready to time
     reference_outputs = None
     grad_out = None
-    fill = None
     for name in _peer_order(case, cfg.peers):
         rec: dict = {}
         try:
@@ -162,32 +178,57 @@ def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
                 if tol is not None:
                     rec["agrees"] = bool(err <= tol)
             del outputs
-
-            m = measure(stmt, cfg.min_run_time)
-            rec.update(median_s=m.median, iqr_s=m.iqr, mean_s=m.mean, runs=len(m.times),
-                       number_per_run=m.number_per_run)
-            pf = faults_per_call(stmt, case.device)
-            if pf is not None:
-                rec["page_faults_per_call"] = pf
+            stmt()  # warm-up: first touch of pages, lazy initialisation
+            stmts[name] = stmt
             if case.mode == "fwd+bwd" and name != "numpy":
                 rec["saved_bytes"] = saved_bytes(peer.fn)
+        except Exception as e:  # one failing peer (e.g. out of memory) must not end the run
+            _record_error(rec, e)
+        peers[name] = rec
+    del reference_outputs
+
+    # Timing in rounds, every peer in turn in each round, so that a slow spell of a shared machine
+    # falls on all of them alike; each peer's runs of all rounds are merged into one median.
+    # The fill limit (allocating and filling a tensor of the output's size, like an op's new output)
+    # runs right after the baseline in each round: large fresh allocations cost page faults or not
+    # depending on the allocator's state (glibc serves blocks over 32 MiB by mmap unless its heap
+    # has room), so it must see the baseline's state.
+    fill_stmt = None
+    if case.fill_shape is not None and case.baseline in stmts:
+        shape, dtype = case.fill_shape, case.dtype
+        fill_stmt = lambda: torch.ones(shape, dtype=dtype, device=case.device)  # noqa: E731
+    rounds: dict = {name: [] for name in stmts}
+    fill_rounds: list = []
+    per_round = cfg.min_run_time / cfg.rounds
+    for _ in range(cfg.rounds):
+        for name in list(stmts):
+            try:
+                rounds[name].append(_timed_round(stmts[name], per_round))
+                if name == case.baseline and fill_stmt is not None:
+                    fill_rounds.append(_timed_round(fill_stmt, per_round))
+            except Exception as e:
+                _record_error(peers[name], e)
+                del stmts[name]
+    for name, stmt in stmts.items():
+        m = Measurement.merge(rounds[name])[0]
+        peers[name].update(median_s=m.median, iqr_s=m.iqr, mean_s=m.mean, runs=len(m.times),
+                           rounds=cfg.rounds)
+        try:
+            pf = faults_per_call(stmt, case.device)
+            if pf is not None:
+                peers[name]["page_faults_per_call"] = pf
             pb = peak_bytes(stmt, case.device)
             if pb is not None:
-                rec["peak_bytes"] = pb
-            if name == case.baseline and case.fill_shape is not None:
-                # The fill limit, right after the baseline: same allocator state (see Limits.fill).
-                shape, dtype = case.fill_shape, case.dtype
-                fill_stmt = lambda: torch.ones(shape, dtype=dtype, device=case.device)  # noqa: E731
-                fill = {"median_s": limits.fill(shape, dtype).median}
-                pf = faults_per_call(fill_stmt, case.device)
-                if pf is not None:
-                    fill["page_faults_per_call"] = pf
-        except Exception as e:  # one failing peer (e.g. out of memory) must not end the run
-            rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-            if isinstance(e, torch.OutOfMemoryError):
-                torch.cuda.empty_cache()
-        peers[name] = rec
-    del inputs, reference_outputs, grad_out
+                peers[name]["peak_bytes"] = pb
+        except Exception as e:
+            _record_error(peers[name], e)
+    fill = None
+    if fill_rounds:
+        fill = {"median_s": Measurement.merge(fill_rounds)[0].median}
+        pf = faults_per_call(fill_stmt, case.device)
+        if pf is not None:
+            fill["page_faults_per_call"] = pf
+    del inputs, grad_out, stmts
 
     # The limit, measured now on this device.
     bw = limits.copy_bandwidth(case.bytes)

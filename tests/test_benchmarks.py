@@ -137,7 +137,7 @@ def test_registered_op_runs(dummy_op):
         assert set(r["peers"]) == {"polyfit", "pow", "wrong"}
         assert r["peers"]["polyfit"]["note"] == "x*x"
         assert r["peers"]["pow"]["agrees"] and not r["peers"]["wrong"]["agrees"]
-        assert all(p["median_s"] > 0 for p in r["peers"].values())
+        assert all(p["median_s"] > 0 and p["runs"] >= p["rounds"] == 5 for p in r["peers"].values())
         assert r["speedup"]["pow"] == pytest.approx(r["peers"]["pow"]["median_s"] / r["peers"]["polyfit"]["median_s"])
         assert r["roofline_s"] > 0 and r["bandwidth_GBps"] > 0
         if case.mode == "fwd+bwd":
