@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's default)")
     p.add_argument("--out", default="results", help="output folder (default: results/)")
     p.add_argument("--min-run-time", type=float,
-                   help="seconds of timed runs per measurement (default 0.2 quick, 0.5 full); "
+                   help="seconds of timed runs per peer, over 5 interleaved rounds (default 0.2 quick, 0.5 full); "
                         "tiny values give fast, noisy runs for tests")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -196,8 +196,8 @@ def main(argv=None) -> int:
     run = {
         "machine": info,
         "config": {"preset": args.preset, "command": "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv),
-                   "min_run_time": min_run_time, "devices": list(devices), "case_modules": extra,
-                   "timer": "torch.utils.benchmark.Timer.adaptive_autorange(threshold=0.1), num_threads=torch.get_num_threads()"},
+                   "min_run_time": min_run_time, "rounds": cfg.rounds, "devices": list(devices), "case_modules": extra,
+                   "timer": "torch.utils.benchmark.Timer.blocked_autorange in interleaved rounds, merged; num_threads=torch.get_num_threads()"},
         "limits": {dev: lim.summary() for dev, lim in limits.items()},
         "results": results,
     }

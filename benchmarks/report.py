@@ -141,7 +141,7 @@ def markdown(run: dict) -> str:
                  f"polyfit backend: " + ", ".join(f"{k}: {v}" for k, v in m["polyfit_backend"].items()))
     c = run["config"]
     lines.append(f"- Run: `{c['command']}`; {len(run['results'])} cases in {run['wall_s']:.0f} s; "
-                 f"at least {c['min_run_time']} s of timed runs per measurement")
+                 f"{c['min_run_time']} s of timed runs per peer, in {c.get('rounds', 1)} interleaved rounds")
     start = m.get("loadavg_start", float("nan"))
     loads = [x for x in (r.get("loadavg_1min", float("nan")) for r in run["results"]) if not math.isnan(x)]
     if loads:

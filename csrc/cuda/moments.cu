@@ -218,30 +218,52 @@ __global__ void __launch_bounds__(kWinThreads) moments_window_kernel(const MomAr
   }
 }
 
-// m[r, k] = sum over chunks c of partial[r, c, k], each (r, k) by one warp in a fixed order. A lane
-// keeps 8 sums so that 8 loads are in flight: one row (R = 1) has only Ke warps, and with a single
-// chain each waited for its load (54 us of a 535 us forward+backward at N = 2^26 on an H200).
-__global__ void reduce_chunks_kernel(const double* __restrict__ partial, int64_t R, int64_t chunks, int Ke,
-                                     double* __restrict__ m, int64_t mpitch) {
+// m[r, k] = sum over chunks c of partial[r, c, k], each (r, k) by a group of G threads in a fixed
+// order: thread t of the group adds chunks t, t + G, ... in 8 chains (8 loads in flight), and the
+// group's sums meet in a fixed tree. G is a warp, or the whole block for long sums: one row (R = 1)
+// has only Ke sums, and a warp each left 9 warps on the GPU, waiting on one load round after
+// another (54 us at N = 2^26 on an H200 with one chain, 22.8 with 8). G follows from the problem's
+// shape alone, so the result does not depend on the device.
+constexpr int kReduceThreads = 256;
+
+template <int G>
+__global__ void __launch_bounds__(kReduceThreads) reduce_chunks_kernel(const double* __restrict__ partial, int64_t R,
+                                                                       int64_t chunks, int Ke,
+                                                                       double* __restrict__ m, int64_t mpitch) {
   constexpr int kChains = 8;
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; w < R * Ke; w += warps) {
+  constexpr int kGroups = kReduceThreads / G;  // groups in a block
+  __shared__ double s_warp[kReduceThreads / 32];
+  const int tig = threadIdx.x % G, lane = threadIdx.x & 31;
+  const int64_t groups = int64_t(gridDim.x) * kGroups;
+  // Uniform across the block when the group is the block (the __syncthreads below).
+  for (int64_t w = int64_t(blockIdx.x) * kGroups + threadIdx.x / G; w < R * Ke; w += groups) {
     const int64_t r = w / Ke, k = w - r * Ke;
     const double* p = partial + r * chunks * Ke + k;
     double acc[kChains] = {};
-    int64_t c = lane;
-    for (; c + (kChains - 1) * 32 < chunks; c += kChains * 32) {
+    int64_t c = tig;
+    for (; c + (kChains - 1) * G < chunks; c += kChains * G) {
 #pragma unroll
-      for (int u = 0; u < kChains; ++u) acc[u] += p[(c + u * 32) * Ke];
+      for (int u = 0; u < kChains; ++u) acc[u] += p[(c + u * G) * Ke];
     }
 #pragma unroll
-    for (int u = 0; u < kChains - 1; ++u)  // the tail: fewer than kChains loads per lane
-      if (c + u * 32 < chunks) acc[u] += p[(c + u * 32) * Ke];
+    for (int u = 0; u < kChains - 1; ++u)  // the tail: fewer than kChains loads per thread
+      if (c + u * G < chunks) acc[u] += p[(c + u * G) * Ke];
     static_assert(kChains == 8, "the sum below adds 8 chains");
     double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     s = warp_sum(s);
-    if (lane == 0) m[r * mpitch + k] = s;
+    if constexpr (G == 32) {
+      if (lane == 0) m[r * mpitch + k] = s;
+    } else {
+      static_assert(G == kReduceThreads, "a group is a warp or the block");
+      if (lane == 0) s_warp[threadIdx.x >> 5] = s;
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        double t = 0.0;
+        for (int i = 0; i < kReduceThreads / 32; ++i) t += s_warp[i];
+        m[r * mpitch + k] = t;
+      }
+      __syncthreads();  // s_warp is rewritten by the next sum
+    }
   }
 }
 
@@ -354,9 +376,15 @@ void launch_coeff_grad(const Tensor& grad, const Tensor& x, const Tensor& coeffs
     }
 
     if (a.chunks > 1) {
-      const unsigned grid = grid_for(a.R * a.Ke, 256 / 32, 8, device);
-      reduce_chunks_kernel<<<grid, 256, 0, stream>>>(a.partial, a.R, a.chunks, a.Ke, m.mutable_data_ptr<double>(),
-                                                     mpitch);
+      double* msum = m.mutable_data_ptr<double>();
+      if (a.chunks > 8 * 32) {  // more than one round of loads for a warp: the block shares each sum
+        const unsigned grid = grid_for(a.R * a.Ke, 1, 8, device);
+        reduce_chunks_kernel<kReduceThreads><<<grid, kReduceThreads, 0, stream>>>(a.partial, a.R, a.chunks, a.Ke,
+                                                                                 msum, mpitch);
+      } else {
+        const unsigned grid = grid_for(a.R * a.Ke, kReduceThreads / 32, 8, device);
+        reduce_chunks_kernel<32><<<grid, kReduceThreads, 0, stream>>>(a.partial, a.R, a.chunks, a.Ke, msum, mpitch);
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
 

@@ -152,7 +152,7 @@ def main(quiet: bool, quick: bool) -> int:
                         close(f"grad_c {name} {basis} {dtype} d={derivative}", gc, rc, dtype)
         log(f"polyval {name} {basis} done ({time.time() - t0:.0f}s)")
 
-    # ---- coefficient gradients: chunked reduction (N = 1e5: 391 chunks, 8 per lane and a tail),
+    # ---- coefficient gradients: chunked reduction (N = 1e5: 391 chunks, the block-wide sum's tail),
     # window kernel, expanded grad, half ----
     for basis, dtype in itertools.product(BASES, moment_dtypes):
         for N, K, R in [(5000, 6, 1), (100_000, 6, 1), (5000, 40, 1), (9000, 12, 2), (300, 33, 3), (70, 20, 40)]:
@@ -172,6 +172,16 @@ def main(quiet: bool, quick: bool) -> int:
         _, rc, _ = ref_backward(grad, x, c, basis, (-1.0, 1.0), 0, False, True)
         close(f"moments {basis} {dtype} expanded grad", gc, rc, dtype)
         log(f"moments {basis} {dtype} done ({time.time() - t0:.0f}s)")
+
+    # a sum of 2344 chunks: the block-wide reduction with full rounds of 8 loads per thread
+    for dtype in moment_dtypes:
+        x = rand((1, 600_000), dtype, -1.0, 1.0, seed=4)
+        c = rand((1, 6), dtype, seed=5)
+        grad = rand((1, 600_000), dtype, seed=6)
+        _, gc = emu.polyval_backward(grad, x, c, "power", None, 0, False, True)
+        _, rc, _ = ref_backward(grad, x, c, "power", None, 0, False, True)
+        close(f"moments power {dtype} N=600000 (2344 chunks) gc", gc, rc, dtype)
+    log(f"moments of 2344 chunks done ({time.time() - t0:.0f}s)")
 
     # ---- huge degree: rows kernel beyond shared memory, lanes with derivation scratch ----
     for basis in ("power", "chebyshev", "legendre"):
