@@ -15,6 +15,7 @@
 #include <cmath>
 #include <optional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../basis.h"
@@ -42,44 +43,25 @@ inline const V* derived_coeffs(V* work, int K, int order, T scale_pow) {
 
 #if defined(CPU_CAPABILITY_AVX512)
 // Turns the tile's K rows (row k: column k of 16 points, row stride ld) into the 16 output rows of
-// K floats at `rows`. Measured on Zen 4 (ns per point, tile in L2, K = 3 / 5 / 7 / 9 / 12 / 16):
-// one masked permute per (output vector, column), K^2 per 16 points, costs 0.19 / 0.94 / 1.9 / 2.3
-// / 4.3 / 8.3; a 16 x 16 transpose (64 shuffles) and a masked store per point costs ~0.9-1.4 for
-// any K, so small K permutes and larger K transposes, 16 columns at a time.
+// K floats at `rows`, and back (columns()). Up to K = 7 the K vectors of either side are gathered
+// from the K of the other by chains of K - 1 two-source permutes each (K (K - 1) per 16 points);
+// beyond, a 16 x 16 transpose (64 shuffles) and a masked store per point, 16 columns at a time.
+// Measured on Zen 4, one thread, N = 1e5 in cache, features D = 1 / 2 / 4 / 5 / 6: 40 / 53 / 119 /
+// 146 / 166 us with one masked permute per (vector, column) up to K = 6 (K^2 mask registers spill)
+// and transposes beyond, 34 / 44 / 77-94 / 107-117 / 144-148 us with the chains; at K = 8 the
+// chains (56 permutes) lost to the transpose.
 class Interleave16 {
  public:
   explicit Interleave16(int K) : K_(K) {
-    if (!permute()) return;
-    for (int q = 0; q < K; ++q) {
-      alignas(64) int32_t j[16];
-      for (int k = 0; k < K; ++k) mask_[q][k] = inv_mask_[q][k] = 0;
-      for (int i = 0; i < 16; ++i) {
-        j[i] = (16 * q + i) / K;  // output vector q, lane i: point (16q + i) / K, column (16q + i) % K
-        mask_[q][(16 * q + i) % K] |= __mmask16(1u << i);
-      }
-      idx_[q] = _mm512_load_si512(j);
-    }
-    for (int k = 0; k < K; ++k) {  // the inverse: column k, lane i is element i K + k of the 16 rows
-      alignas(64) int32_t j[16];
-      for (int i = 0; i < 16; ++i) {
-        j[i] = (i * K + k) % 16;
-        inv_mask_[k][(i * K + k) / 16] |= __mmask16(1u << i);
-      }
-      inv_idx_[k] = _mm512_load_si512(j);
-    }
+    if (K_ > kMaxChainK) return;
+    // rows vector q, lane i holds point (16q + i) / K, column (16q + i) % K; a column vector k,
+    // lane i, is element i K + k of the rows, i.e. rows vector (iK + k) / 16, lane (iK + k) % 16.
+    build_chain(to_rows_, [K](int q, int i) { return std::pair{(16 * q + i) % K, (16 * q + i) / K}; });
+    build_chain(to_cols_, [K](int k, int i) { return std::pair{(i * K + k) / 16, (i * K + k) % 16}; });
   }
   // cols (K rows of 16 points, row stride ld) -> rows (16 rows of K, contiguous).
   void operator()(const float* cols, int64_t ld, float* rows) const {
-    if (permute()) {
-      __m512 c[kMaxPermuteK];
-      for (int k = 0; k < K_; ++k) c[k] = _mm512_loadu_ps(cols + k * ld);
-      for (int q = 0; q < K_; ++q) {
-        __m512 r = _mm512_setzero_ps();
-        for (int k = 0; k < K_; ++k) r = _mm512_mask_permutexvar_ps(r, mask_[q][k], idx_[q], c[k]);
-        _mm512_storeu_ps(rows + 16 * q, r);
-      }
-      return;
-    }
+    if (K_ <= kMaxChainK) return chains(to_rows_, cols, ld, rows, 16);
     for (int k0 = 0; k0 < K_; k0 += 16) {
       const int w = std::min(16, K_ - k0);
       __m512 c[16], p[16];
@@ -92,16 +74,7 @@ class Interleave16 {
 
   // The inverse: rows (16 rows of K, row i at rows + i * row_stride) -> cols (K rows, stride ld).
   void columns(const float* rows, int64_t row_stride, float* cols, int64_t ld) const {
-    if (permute() && row_stride == K_) {
-      __m512 r[kMaxPermuteK];
-      for (int q = 0; q < K_; ++q) r[q] = _mm512_loadu_ps(rows + 16 * q);
-      for (int k = 0; k < K_; ++k) {
-        __m512 c = _mm512_setzero_ps();
-        for (int q = 0; q < K_; ++q) c = _mm512_mask_permutexvar_ps(c, inv_mask_[k][q], inv_idx_[k], r[q]);
-        _mm512_storeu_ps(cols + k * ld, c);
-      }
-      return;
-    }
+    if (K_ <= kMaxChainK && row_stride == K_) return chains(to_cols_, rows, 16, cols, ld);
     for (int k0 = 0; k0 < K_; k0 += 16) {
       const int w = std::min(16, K_ - k0);
       const __mmask16 m = __mmask16((1u << w) - 1);
@@ -113,8 +86,52 @@ class Interleave16 {
   }
 
  private:
-  static constexpr int kMaxPermuteK = 6;
-  bool permute() const { return K_ <= kMaxPermuteK; }
+  static constexpr int kMaxChainK = 7;
+  using Chain = __m512i[kMaxChainK][kMaxChainK];
+
+  // chain[o][s], s = 1..K-1: step s of output vector o's chain. Output lane i wants lane `lane` of
+  // input vector `src` (from(o, i)); step s keeps the lanes already gathered (src < s, index i; step
+  // 1 takes input 0 directly) and brings in input s's (16 + lane). No masks needed.
+  template <typename From>
+  void build_chain(Chain& chain, From from) const {
+    for (int o = 0; o < K_; ++o) {
+      for (int s = 1; s < K_; ++s) {
+        alignas(64) int32_t j[16];
+        for (int i = 0; i < 16; ++i) {
+          const auto [src, lane] = from(o, i);
+          j[i] = src == s ? 16 + lane : src < s ? (s == 1 ? lane : i) : 0;
+        }
+        chain[o][s] = _mm512_load_si512(j);
+      }
+    }
+  }
+
+  void chains(const Chain& chain, const float* in, int64_t in_stride, float* out, int64_t out_stride) const {
+    switch (K_) {  // a fixed K unrolls the chains
+      case 1: return chains<1>(chain, in, in_stride, out, out_stride);
+      case 2: return chains<2>(chain, in, in_stride, out, out_stride);
+      case 3: return chains<3>(chain, in, in_stride, out, out_stride);
+      case 4: return chains<4>(chain, in, in_stride, out, out_stride);
+      case 5: return chains<5>(chain, in, in_stride, out, out_stride);
+      case 6: return chains<6>(chain, in, in_stride, out, out_stride);
+      default: return chains<7>(chain, in, in_stride, out, out_stride);
+    }
+  }
+
+  template <int K>
+  static void chains(const Chain& chain, const float* in, int64_t in_stride, float* out, int64_t out_stride) {
+    static_assert(K <= kMaxChainK);
+    __m512 v[K];
+    for (int s = 0; s < K; ++s) v[s] = _mm512_loadu_ps(in + s * in_stride);
+    for (int o = 0; o < K; ++o) {
+      __m512 r = v[0];  // K = 1: the one vector is both sides
+      if constexpr (K > 1) {
+        r = _mm512_permutex2var_ps(v[0], chain[o][1], v[1]);
+        for (int s = 2; s < K; ++s) r = _mm512_permutex2var_ps(r, chain[o][s], v[s]);
+      }
+      _mm512_storeu_ps(out + o * out_stride, r);
+    }
+  }
 
   // p[i] = lane i of r[0..15]: unpacks pair rows, shuffles make 4 x 4 blocks in each 128-bit lane,
   // and two rounds of 128-bit block shuffles put every point's block together.
@@ -141,8 +158,7 @@ class Interleave16 {
   }
 
   int K_;
-  __m512i idx_[kMaxPermuteK], inv_idx_[kMaxPermuteK];
-  __mmask16 mask_[kMaxPermuteK][kMaxPermuteK], inv_mask_[kMaxPermuteK][kMaxPermuteK];
+  Chain to_rows_, to_cols_;
 };
 #endif
 
