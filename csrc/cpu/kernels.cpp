@@ -176,12 +176,15 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
   POLYFIT_DISPATCH_BASIS(basis, [&] {
     at::parallel_for(0, ceil_div(M, L), grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
       // Column k of L points lands in row k of the tile (row K-1-k for decreasing order); the
-      // output wants L rows of K: Interleave16 on AVX-512, else a scalar copy, which measured
-      // faster than at::vec's masked-store transpose or gathers on AMD Zen 4.
+      // output wants L rows of K: Interleave16 on AVX-512 (float lanes; half types then convert
+      // the rows in registers), else a scalar copy, which measured faster than at::vec's
+      // masked-store transpose or gathers on AMD Zen 4.
       std::vector<T> tile(size_t(K) * L);
 #if defined(CPU_CAPABILITY_AVX512)
+      constexpr bool kHalf = kHalfInFloat<T, scalar_t>;
       std::optional<Interleave16> interleave;
-      if (std::is_same_v<scalar_t, float>) interleave.emplace(K);
+      std::vector<float> rows(kHalf ? size_t(K) * L : 0);
+      if (std::is_same_v<T, float>) interleave.emplace(K);
 #endif
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t i0 = blk * L;
@@ -199,6 +202,17 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (interleave && n == L) {
             for (int g = 0; g < L; g += 16) (*interleave)(tile.data() + g, L, o + int64_t(g) * K);
+            continue;
+          }
+        } else if constexpr (kHalf) {
+          if (interleave && n == L) {  // 16 K float rows, then 2 float vectors per storage vector
+            for (int g = 0; g < L; g += 16) (*interleave)(tile.data() + g, L, rows.data() + g * K);
+            constexpr int W = Vectorized<scalar_t>::size();
+            static_assert(L % W == 0 && W == 32);
+            for (int e = 0; e < L * K; e += W)
+              at::vec::convert_from_float<scalar_t>(Vectorized<float>::loadu(rows.data() + e),
+                                                    Vectorized<float>::loadu(rows.data() + e + W / 2))
+                  .store(o + e);
             continue;
           }
         }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 
 #include "../basis.h"
@@ -143,10 +144,22 @@ C10_ALWAYS_INLINE T lane_sum(const Vectorized<T>& v) {  // fixed order
 // ---- loads and stores between storage (scalar_t) and compute packs (opmath) -----------------
 
 // Lanes [0, count) from p[i * stride]; lanes past count hold `fill`.
+// float16 and bfloat16 computed in float: one storage vector holds two float vectors' lanes.
+template <typename T, typename scalar_t>
+constexpr bool kHalfInFloat = std::is_same_v<T, float> && at::is_reduced_floating_point_v<scalar_t>;
+
 template <typename T, typename scalar_t>
 C10_ALWAYS_INLINE Pack<T> load_lanes(const scalar_t* p, int64_t stride, int count, T fill) {
   if constexpr (std::is_same_v<scalar_t, T>) {
     if (stride == 1 && count == Pack<T>::kLanes) return Pack<T>::load(p);
+  } else if constexpr (kHalfInFloat<T, scalar_t>) {
+    if (stride == 1 && count == Pack<T>::kLanes) {  // converted in registers, as torch rounds
+      static_assert(kU % 2 == 0 && Vectorized<scalar_t>::size() == 2 * Pack<T>::kWidth);
+      Pack<T> r;
+      for (int u = 0; u < kU; u += 2)
+        std::tie(r.v[u], r.v[u + 1]) = at::vec::convert_to_float<scalar_t>(Vectorized<scalar_t>::loadu(p + u * Pack<T>::kWidth));
+      return r;
+    }
   }
   alignas(64) T buf[Pack<T>::kLanes];
   if (stride == 1) {
@@ -162,6 +175,12 @@ template <typename T, typename scalar_t>
 C10_ALWAYS_INLINE void store_lanes(const Pack<T>& v, scalar_t* p, int count) {
   if constexpr (std::is_same_v<scalar_t, T>) {
     if (count == Pack<T>::kLanes) return v.store(p);
+  } else if constexpr (kHalfInFloat<T, scalar_t>) {
+    if (count == Pack<T>::kLanes) {
+      for (int u = 0; u < kU; u += 2)
+        at::vec::convert_from_float<scalar_t>(v.v[u], v.v[u + 1]).store(p + u * Pack<T>::kWidth);
+      return;
+    }
   }
   alignas(64) T buf[Pack<T>::kLanes];
   v.store(buf);
