@@ -209,6 +209,7 @@ def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
             except Exception as e:
                 _record_error(peers[name], e)
                 del stmts[name]
+    fill = {"median_s": Measurement.merge(fill_rounds)[0].median} if fill_rounds else None
     for name, stmt in stmts.items():
         m = Measurement.merge(rounds[name])[0]
         peers[name].update(median_s=m.median, iqr_s=m.iqr, mean_s=m.mean, runs=len(m.times),
@@ -217,17 +218,15 @@ def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
             pf = faults_per_call(stmt, case.device)
             if pf is not None:
                 peers[name]["page_faults_per_call"] = pf
+            if name == case.baseline and fill is not None:  # the fill's, in the same allocator state
+                pf = faults_per_call(fill_stmt, case.device)
+                if pf is not None:
+                    fill["page_faults_per_call"] = pf
             pb = peak_bytes(stmt, case.device)
             if pb is not None:
                 peers[name]["peak_bytes"] = pb
         except Exception as e:
             _record_error(peers[name], e)
-    fill = None
-    if fill_rounds:
-        fill = {"median_s": Measurement.merge(fill_rounds)[0].median}
-        pf = faults_per_call(fill_stmt, case.device)
-        if pf is not None:
-            fill["page_faults_per_call"] = pf
     del inputs, grad_out, stmts
 
     # The limit, measured now on this device.
