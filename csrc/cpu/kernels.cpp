@@ -205,14 +205,9 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
             continue;
           }
         } else if constexpr (kHalf) {
-          if (interleave && n == L) {  // 16 K float rows, then 2 float vectors per storage vector
+          if (interleave && n == L) {  // L rows of K floats, then stored as K packs, converted
             for (int g = 0; g < L; g += 16) (*interleave)(tile.data() + g, L, rows.data() + g * K);
-            constexpr int W = Vectorized<scalar_t>::size();
-            static_assert(L % W == 0 && W == 32);
-            for (int e = 0; e < L * K; e += W)
-              at::vec::convert_from_float<scalar_t>(Vectorized<float>::loadu(rows.data() + e),
-                                                    Vectorized<float>::loadu(rows.data() + e + W / 2))
-                  .store(o + e);
+            for (int e = 0; e < L * K; e += L) store_lanes(Pack<T>::load(rows.data() + e), o + e, L);
             continue;
           }
         }
