@@ -181,3 +181,24 @@ def test_derivative_beyond_degree_is_zero(device, basis):
     c = torch.randn(3, dtype=torch.float64, device=device)
     assert torch.equal(polyfit.polyval(x, c, basis, derivative=3), torch.zeros_like(x))
     assert torch.equal(polyfit.polyval(x, c, basis, derivative=10), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("basis", ["power", "chebyshev"])
+def test_large_fresh_outputs_match_numpy(basis):
+    """Outputs of tens of MB come from fresh mappings, which the CPU kernels map ahead of writing
+    (in runs, per thread): every value, including those at run, task and row boundaries, is checked."""
+    x = points(basis, 600_003, 1)
+    f = polyfit.features(torch.tensor(x), 8, basis)  # 43 MB
+    assert_close_scaled(f, oracle.vander(x, 8, basis), np.abs(oracle.vander(x, 8, basis)) + 1, rtol64(8))
+
+    rows = np.stack([points(basis, 750_001, 2), points(basis, 750_001, 3)])  # two rows, 12 MB
+    c = np.random.default_rng(4).standard_normal((2, 6))
+    xt = torch.tensor(rows, requires_grad=True)
+    g = np.random.default_rng(5).standard_normal(rows.shape)
+    y = polyfit.polyval(xt, torch.tensor(c), basis)
+    (gx,) = torch.autograd.grad(y, xt, torch.tensor(g))
+    for r in range(2):
+        assert_close_scaled(y[r].detach(), oracle.val(rows[r], c[r], basis), oracle.abs_val(rows[r], c[r], basis),
+                            rtol64(5))
+        dy = oracle.val(rows[r], c[r], basis, derivative=1)
+        assert_close_scaled(gx[r], g[r] * dy, np.abs(g[r]) * (np.abs(dy) + 40), rtol64(5))

@@ -186,9 +186,11 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
       std::vector<float> rows(kHalf ? size_t(K) * L : 0);
       if (std::is_same_v<T, float>) interleave.emplace(K);
 #endif
+      FreshPages pages(op + b0 * L * K, op + std::min(b1 * L, M) * K);
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t i0 = blk * L;
         const int n = static_cast<int>(std::min<int64_t>(L, M - i0));
+        pages.reach(op + (i0 + n) * K);
         const Pack<T> t = map_to_window(load_lanes<T>(xp + i0 * sx, sx, n, fill), w);
         basis_values<kBasis, T>(t, Pack<T>(T(1)), K, [&](int k, const Pack<T>& p) {
           p.store(tile.data() + size_t(increasing ? k : K - 1 - k) * L);
@@ -270,6 +272,11 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
       std::vector<T> work(2 * size_t(K));
       const T* coef = nullptr;
       const scalar_t* coef_row = nullptr;  // the row `coef` was derived from
+      const auto out_at = [&](int64_t blk) {  // output of block blk's first point (rows are contiguous)
+        const int64_t r = blk / blocks_per_row;
+        return out + r * s.N + std::min(s.N, (blk - r * blocks_per_row) * L);
+      };
+      FreshPages pages(out_at(b0), out_at(b1));
       for (int64_t b = b0; b < b1;) {  // one row's run of blocks at a time
         const int64_t r = b / blocks_per_row;
         const int64_t b_end = std::min(b1, (r + 1) * blocks_per_row);
@@ -285,12 +292,14 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
         const int64_t n1 = std::min(s.N, (b_end - r * blocks_per_row) * L);
         if (direct) {
           for (; n0 + L <= n1; n0 += L) {
+            pages.reach(yr + n0 + L);
             const P t = map_to_window(P::load(reinterpret_cast<const T*>(xr) + n0), w);
             series<B, T>(coef_k, Ke, t).store(reinterpret_cast<T*>(yr) + n0);
           }
         }
         for (; n0 < n1; n0 += L) {
           const int n = static_cast<int>(std::min<int64_t>(L, n1 - n0));
+          pages.reach(yr + n0 + n);
           const P t = map_to_window(load_lanes<T>(xr + n0 * s.sxn, s.sxn, n, fill), w);
           P y = series<B, T>(coef_k, Ke, t);
           if (wp) y = y * load_lanes<T>(wp + r * swr + n0 * swn, swn, n, T(0));
@@ -397,9 +406,15 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
     std::vector<T> cwork(2 * size_t(K));
     const T* coef = nullptr;
     const scalar_t* coef_row = nullptr;
+    const auto gx_at = [&](int64_t task) {  // grad_x of the task's first point (rows are contiguous)
+      return gx + (task / chunks) * s.N + std::min(s.N, (task % chunks) * kChunk);
+    };
+    std::optional<FreshPages> pages;
+    if (gx) pages.emplace(gx_at(t0), gx_at(t1));
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t r = task / chunks, c0 = (task % chunks) * kChunk;
       const int64_t c1 = std::min(s.N, c0 + kChunk);
+      if (pages) pages->reach(gx + r * s.N + c1);
       if (gx && s.c + r * s.scr != coef_row) {
         coef_row = s.c + r * s.scr;
         s.load_row_coeffs(r, cwork.data());

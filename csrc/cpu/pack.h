@@ -11,6 +11,14 @@
 #include <tuple>
 #include <type_traits>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; an older kernel refuses it and pages fault as before
+#endif
+#endif
+
 #include "../basis.h"
 #include "../ops.h"
 
@@ -194,6 +202,47 @@ inline int64_t grain(int64_t work_per_item) {
   constexpr int64_t kGrainSize = 32768;
   return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, work_per_item));
 }
+
+// A large new tensor is a fresh mapping from the allocator, and each of its pages faults on
+// first write. MADV_POPULATE_WRITE maps a run of pages in one call instead: on Zen 4,
+// features D=8 N=1e6 (36 MB, 2 threads) 10.2 -> 8.3 ms. Mapping pages already mapped still costs
+// the call ~65 ns a page, so a task asks mincore once (~1 us) whether its first page is mapped, and
+// only tasks writing kFreshMin bytes or more ask. The run goes 1 MB at a time, just ahead of the
+// writes, while the zeroed lines can still be in cache.
+class FreshPages {
+ public:
+  FreshPages(void* begin, void* end) : next_(page_up(begin)), end_(page_down(end)) {
+#if defined(__linux__)
+    unsigned char mapped = 1;
+    fresh_ = end_ - next_ >= kFreshMin && mincore(next_, page(), &mapped) == 0 && !(mapped & 1);
+#endif
+  }
+  // Call before writing the bytes below `p`.
+  void reach(const void* p) {
+#if defined(__linux__)
+    if (!fresh_ || static_cast<const char*>(p) <= next_) return;
+    char* to = std::min(end_, page_up(std::max<const char*>(static_cast<const char*>(p), next_ + kRun)));
+    if (madvise(next_, to - next_, MADV_POPULATE_WRITE) != 0) fresh_ = false;  // page faults then
+    next_ = to;
+#endif
+  }
+
+ private:
+  static constexpr int64_t kFreshMin = int64_t(4) << 20, kRun = int64_t(1) << 20;
+  static uintptr_t page() {
+#if defined(__linux__)
+    static const uintptr_t size = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    return size;
+#else
+    return 4096;
+#endif
+  }
+  static char* page_down(const void* p) { return reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(p) & ~(page() - 1)); }
+  static char* page_up(const void* p) { return page_down(static_cast<const char*>(p) + page() - 1); }
+  char* next_;
+  char* end_;
+  bool fresh_ = false;
+};
 
 // A lane fill for partial packs that maps to t = 0, where every basis is finite.
 template <typename T>
