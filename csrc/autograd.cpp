@@ -10,6 +10,8 @@
 #include <torch/library.h>
 
 #include <array>
+#include <initializer_list>
+#include <utility>
 #include <optional>
 #include <string>
 #include <vector>
@@ -167,14 +169,36 @@ struct Features : torch::autograd::Function<Features> {
   }
 };
 
+// Whether a call must go through its autograd Function: some input needs a gradient while grad
+// mode is on. Otherwise the op runs directly below autograd, skipping the Function's node and
+// saved arguments (~1 us a call). Forward-mode AD is not implemented: a tangent is refused here
+// by name rather than dropped.
+bool records_graph(const char* op, std::initializer_list<std::pair<const char*, const Tensor*>> inputs) {
+  bool any = false;
+  for (const auto& [name, t] : inputs) {
+    TORCH_CHECK_NOT_IMPLEMENTED(!t->defined() || !t->_fw_grad(/*level=*/0).defined(), "polyfit.", op,
+                                ": forward-mode AD (a dual tensor) is not supported; ", name,
+                                " carries a tangent. Use reverse mode (backward, torch.autograd.grad).");
+    any = any || (t->defined() && t->requires_grad());
+  }
+  return any && at::GradMode::is_enabled();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(polyfit, Autograd, m) {
   m.impl("polyval", [](const Tensor& x, const Tensor& coeffs, c10::string_view basis, OptDomain domain,
-                       int64_t derivative) { return Polyval::apply(x, coeffs, basis, domain, derivative); });
+                       int64_t derivative) {
+    if (!records_graph("polyval", {{"x", &x}, {"coeffs", &coeffs}})) {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      return polyval_op(x, coeffs, basis, domain, derivative);
+    }
+    return Polyval::apply(x, coeffs, basis, domain, derivative);
+  });
   m.impl("polyval_backward", [](const Tensor& grad, const Tensor& x, const Tensor& coeffs, c10::string_view basis,
                                 OptDomain domain, int64_t derivative, std::array<bool, 2> output_mask) {
-    if (!output_mask[0] && !output_mask[1]) {
+    if (!(output_mask[0] || output_mask[1]) ||
+        !records_graph("polyval_backward", {{"grad", &grad}, {"x", &x}, {"coeffs", &coeffs}})) {
       at::AutoDispatchBelowADInplaceOrView guard;
       return polyval_backward_op(grad, x, coeffs, basis, domain, derivative, output_mask);
     }
@@ -182,7 +206,13 @@ TORCH_LIBRARY_IMPL(polyfit, Autograd, m) {
     return std::make_tuple(output_mask[0] ? r[0] : Tensor(), output_mask[1] ? r.back() : Tensor());
   });
   m.impl("features", [](const Tensor& x, int64_t degree, c10::string_view basis, OptDomain domain,
-                        bool increasing) { return Features::apply(x, degree, basis, domain, increasing); });
+                        bool increasing) {
+    if (!records_graph("features", {{"x", &x}})) {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      return features_op(x, degree, basis, domain, increasing);
+    }
+    return Features::apply(x, degree, basis, domain, increasing);
+  });
 }
 
 }  // namespace polyfit

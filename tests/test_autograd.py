@@ -173,3 +173,42 @@ def test_torch_export(device):
     ep = torch.export.export(M(), (x, c))
     torch.testing.assert_close(ep.module()(x, c), M()(x, c))
     assert any("polyfit" in str(n.target) for n in ep.graph.nodes)
+
+
+@compiled
+@pytest.mark.parametrize("grad_mode", [True, False])
+@pytest.mark.parametrize("needs", [(False, False), (True, False), (False, True), (True, True)])
+def test_graph_recorded_exactly_when_a_gradient_is_needed(device, needs, grad_mode):
+    # Calls that need no graph skip the autograd Function; those that do must still get the right gradients.
+    x = _leaf((3, 7), device).requires_grad_(needs[0])
+    c = _leaf((3, 4), device, seed=1).requires_grad_(needs[1])
+    with torch.set_grad_enabled(grad_mode):
+        y = polyfit.polyval(x, c, "legendre")
+        f = polyfit.features(x, 3, "chebyshev")
+        want_y = polyfit.reference.polyval(x, c, "legendre")
+        want_f = polyfit.reference.features(x, 3, "chebyshev")
+    torch.testing.assert_close(y, want_y)
+    torch.testing.assert_close(f, want_f)
+    records = grad_mode and any(needs)
+    assert y.requires_grad == records and (y.grad_fn is not None) == records
+    assert f.requires_grad == (grad_mode and needs[0])
+    if records:
+        wrt = [t for t in (x, c) if t.requires_grad]
+        g = torch.randn_like(y)
+        for got, want in zip(torch.autograd.grad(y, wrt, g), torch.autograd.grad(want_y, wrt, g)):
+            torch.testing.assert_close(got, want)
+
+
+@compiled
+def test_forward_mode_ad_is_refused_by_argument_name(device):
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.rand(5, device=device)
+    c = torch.randn(3, device=device)
+    with fwAD.dual_level():
+        with pytest.raises(NotImplementedError, match="forward-mode AD.*x carries a tangent"):
+            polyfit.polyval(fwAD.make_dual(x, torch.ones_like(x)), c)
+        with pytest.raises(NotImplementedError, match="forward-mode AD.*coeffs carries a tangent"):
+            polyfit.polyval(x, fwAD.make_dual(c, torch.ones_like(c)))
+        with pytest.raises(NotImplementedError, match="polyfit.features: forward-mode AD.*x carries a tangent"):
+            polyfit.features(fwAD.make_dual(x, torch.ones_like(x)), 3)
