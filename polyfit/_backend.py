@@ -12,6 +12,7 @@ import importlib.machinery
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import Union
 
 import torch
 
@@ -101,10 +102,12 @@ if STATE.reason is not None and not STATE.forced_fallback:
                   RuntimeWarning, stacklevel=2)
 
 
-def compiled_for(device: torch.device) -> bool:
-    """True when polyfit's compiled kernels serve tensors on `device`."""
+def compiled_for(device: Union[torch.device, torch.Tensor]) -> bool:
+    """True when polyfit's compiled kernels serve tensors on `device` (a device, or a tensor's)."""
     if not STATE.loaded:
         return False
+    if isinstance(device, torch.Tensor):  # a tensor's flags read faster than its device object
+        return device.is_cpu or (device.is_cuda and STATE.with_cuda)
     if device.type == "cpu":
         return True
     if device.type == "cuda":

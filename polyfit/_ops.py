@@ -79,15 +79,16 @@ def _as_coeffs(coeffs, x: Tensor) -> Tensor:
     if isinstance(coeffs, (list, tuple)):  # a plain sequence of numbers takes x's dtype and device
         coeffs = torch.tensor(coeffs, dtype=x.dtype, device=x.device)
     _check_tensor(coeffs, "coeffs")
-    if coeffs.dim() == 0:
+    shape = coeffs.shape
+    if not shape:
         raise ValueError("coeffs must have at least one dimension (..., degree + 1); got a 0-dim tensor")
-    if coeffs.shape[-1] == 0:
-        raise ValueError(f"coeffs must have a non-empty last dimension (degree + 1 >= 1); got shape {tuple(coeffs.shape)}")
-    if coeffs.shape[-1] > MAX_DEGREE + 1:
-        raise ValueError(f"coeffs has {coeffs.shape[-1]} coefficients; at most {MAX_DEGREE + 1} are supported")
-    if coeffs.device != x.device:
+    if shape[-1] == 0:
+        raise ValueError(f"coeffs must have a non-empty last dimension (degree + 1 >= 1); got shape {tuple(shape)}")
+    if shape[-1] > MAX_DEGREE + 1:
+        raise ValueError(f"coeffs has {shape[-1]} coefficients; at most {MAX_DEGREE + 1} are supported")
+    if not (coeffs.is_cpu and x.is_cpu) and coeffs.device != x.device:  # the flags first: cheaper
         raise ValueError(f"x and coeffs must be on the same device; got {x.device} and {coeffs.device}")
-    if coeffs.dim() > 1:
+    if len(shape) > 1:
         if x.dim() == 0:
             raise ValueError("x must have at least one dimension (..., N) when coeffs is batched (*B, degree + 1); got a 0-dim x")
         try:
@@ -175,7 +176,7 @@ def features(x: Tensor, degree: int, basis: str = "power", *, domain: Domain = N
     degree = _check_int(degree, "degree")
     basis = _check_basis(basis)
     domain = _check_domain(domain)
-    if _backend.compiled_for(x.device):
+    if _backend.compiled_for(x):
         return torch.ops.polyfit.features(x, degree, basis, domain, bool(increasing))
     return reference.features(x, degree, basis, domain=domain, increasing=bool(increasing))
 
@@ -193,7 +194,7 @@ def polyval(x: Tensor, coeffs: Union[Tensor, Sequence[float]], basis: str = "pow
     basis = _check_basis(basis)
     domain = _check_domain(domain)
     derivative = _check_int(derivative, "derivative", 0, 1 << 30)
-    if _backend.compiled_for(x.device):
+    if _backend.compiled_for(x):
         return torch.ops.polyfit.polyval(x, coeffs, basis, domain, derivative)
     return reference.polyval(x, coeffs, basis, domain=domain, derivative=derivative)
 
@@ -346,7 +347,7 @@ def polylinear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, basis: 
             raise ValueError(f"x and bias must be on the same device; got {x.device} and {bias.device}")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    if _backend.compiled_for(x.device):
+    if _backend.compiled_for(x):
         y = torch.ops.polyfit.polylinear(x2, weight, bias, basis, input_map)
     else:
         y = reference.polylinear(x2, weight, bias, basis, input_map)

@@ -108,7 +108,7 @@ def fit(x: Tensor, y: Tensor, degree: int, basis: str = "power", *, weight: Opti
                          "do not broadcast (each is (*B, N))") from None
 
     wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    if _backend.compiled_for(x.device) and not wants_grad:
+    if _backend.compiled_for(x) and not wants_grad:
         coeffs, residuals, ill = torch.ops.polyfit.fit(x, y, weight, degree, basis, domain)
         rank = torch.full(batch, K, dtype=torch.int64, device=x.device)
         if bool(ill.any()):

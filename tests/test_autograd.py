@@ -200,6 +200,7 @@ def test_graph_recorded_exactly_when_a_gradient_is_needed(device, needs, grad_mo
 
 
 @compiled
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's forward_ad import
 def test_forward_mode_ad_is_refused_by_argument_name(device):
     import torch.autograd.forward_ad as fwAD
 
