@@ -11,9 +11,9 @@
 
 #include <array>
 #include <initializer_list>
-#include <utility>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ops.h"
