@@ -213,3 +213,14 @@ def test_forward_mode_ad_is_refused_by_argument_name(device):
             polyfit.polyval(x, fwAD.make_dual(c, torch.ones_like(c)))
         with pytest.raises(NotImplementedError, match="polyfit.features: forward-mode AD.*x carries a tangent"):
             polyfit.features(fwAD.make_dual(x, torch.ones_like(x)), 3)
+
+
+@compiled
+def test_torch_func_transforms_fail_loudly(device):
+    # The ops' autograd is a C++ Function, which functorch refuses: an error, never a silent wrong value.
+    x = torch.rand(5, dtype=torch.float64, device=device)
+    c = torch.randn(3, dtype=torch.float64, device=device)
+    with pytest.raises(RuntimeError, match="functorch"):
+        torch.func.grad(lambda x: polyfit.polyval(x, c).sum())(x)
+    with pytest.raises(RuntimeError, match="functorch"):
+        torch.func.grad(lambda x: polyfit.features(x, 2).sum())(x)
