@@ -110,6 +110,14 @@ def _loadavg() -> float:
         return float("nan")
 
 
+def _write_outputs(out: str, run: dict) -> None:
+    from .report import markdown, write_json
+
+    write_json(os.path.join(out, "results.json"), run)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(markdown(run))
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.threads:
@@ -117,7 +125,7 @@ def main(argv=None) -> int:
 
     from . import cases as _cases
     from .registry import GENERATORS, PRESET_DEVICES, generate, load_cases, preset_grids
-    from .report import (markdown, progress_head, progress_tail, terminal_table, write_json, write_plots)
+    from .report import progress_head, progress_tail, terminal_table, write_plots
     from .roofline import Limits
     from .runner import RunConfig, run_case
 
@@ -179,12 +187,31 @@ def main(argv=None) -> int:
               + ", ".join(f"{str(dt).replace('torch.', '')} {v / 1e9:.1f} GFMA/s" for dt, v in peaks.items()), flush=True)
 
     results = []
+
+    def snapshot() -> dict:
+        return {
+            "machine": info,
+            "config": {"preset": args.preset,
+                       "command": "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv),
+                       "min_run_time": min_run_time, "rounds": cfg.rounds, "devices": list(devices),
+                       "case_modules": extra,
+                       "timer": "torch.utils.benchmark.Timer.blocked_autorange in interleaved rounds, merged; "
+                                "num_threads=torch.get_num_threads()"},
+            "limits": {dev: lim.summary() for dev, lim in limits.items()},
+            "results": results,
+            "wall_s": time.perf_counter() - start,
+        }
+
     for i, case in enumerate(cases, 1):
         print(progress_head(i, len(cases), case.name), end=" ", flush=True)
         r = run_case(case, limits[case.device], cfg)
         r["loadavg_1min"] = _loadavg()
         results.append(r)
         print(progress_tail(r), flush=True)
+        if i < len(cases):  # a run stopped early (a time limit) still leaves the cases it finished
+            partial = snapshot()
+            partial["partial"] = f"{i} of {len(cases)} cases: the run had not finished when this was written"
+            _write_outputs(args.out, partial)
     loads = [r["loadavg_1min"] for r in results]
     if info["loadavg_start"] > 1.0 or max(loads) > (os.cpu_count() or 1):  # this run alone adds its threads
         print(f"warning: the 1-minute load average was {info['loadavg_start']:.1f} before and up to {max(loads):.1f} "
@@ -193,14 +220,7 @@ def main(argv=None) -> int:
 
     print()
     print(terminal_table(results))
-    run = {
-        "machine": info,
-        "config": {"preset": args.preset, "command": "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv),
-                   "min_run_time": min_run_time, "rounds": cfg.rounds, "devices": list(devices), "case_modules": extra,
-                   "timer": "torch.utils.benchmark.Timer.blocked_autorange in interleaved rounds, merged; num_threads=torch.get_num_threads()"},
-        "limits": {dev: lim.summary() for dev, lim in limits.items()},
-        "results": results,
-    }
+    run = snapshot()
     files = []
     if not args.no_plots:
         files, note = write_plots(args.out, run)
@@ -208,9 +228,7 @@ def main(argv=None) -> int:
             run["plots_note"] = note
             print(f"plots {note}")
     run["wall_s"] = time.perf_counter() - start
-    write_json(os.path.join(args.out, "results.json"), run)
-    with open(os.path.join(args.out, "report.md"), "w") as f:
-        f.write(markdown(run))
+    _write_outputs(args.out, run)
     print(f"\nwrote {args.out}/results.json, {args.out}/report.md"
           + (f" and {len(files)} plots" if files else "") + f" in {run['wall_s']:.0f} s", flush=True)
     return 0

@@ -140,6 +140,8 @@ def markdown(run: dict) -> str:
     lines.append(f"- torch {m['torch']}, numpy {m.get('numpy') or 'absent'}, CPU capability {m['cpu_capability']}; "
                  f"polyfit backend: " + ", ".join(f"{k}: {v}" for k, v in m["polyfit_backend"].items()))
     c = run["config"]
+    if run.get("partial"):
+        lines.append(f"- **Partial run**: {run['partial']}")
     lines.append(f"- Run: `{c['command']}`; {len(run['results'])} cases in {run['wall_s']:.0f} s; "
                  f"{c['min_run_time']} s of timed runs per peer, in {c.get('rounds', 1)} interleaved rounds")
     start = m.get("loadavg_start", float("nan"))

@@ -209,3 +209,29 @@ def test_edge_cases_run_without_errors():
         if case.op == "features":
             assert r["fill_s"] > 0
             assert r["baseline_over_fill"] == pytest.approx(r["peers"]["polyfit"]["median_s"] / r["fill_s"])
+
+
+def test_a_stopped_run_leaves_the_cases_it_finished(tmp_path):
+    # A run cut short (a time limit on a lent GPU machine) must still leave results.json and report.md.
+    stop_on_second_case = (
+        "import sys\n"
+        "from benchmarks import cli, runner\n"
+        "real, done = runner.run_case, []\n"
+        "def run_case(*args, **kwargs):\n"
+        "    if done:\n"
+        "        raise SystemExit(3)\n"
+        "    done.append(1)\n"
+        "    return real(*args, **kwargs)\n"
+        "runner.run_case = run_case\n"
+        "cli.main(sys.argv[1:])\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-c", stop_on_second_case, "--n", "1000", "--degree", "2", "--op", "polyval",
+           "--basis", "power", "--dtype", "float32", "--peers", "compile_horner", "--min-run-time", "0.01",
+           "--no-plots", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    run = json.loads((tmp_path / "results.json").read_text())
+    assert [r["name"] for r in run["results"]] == ["polyval fwd power D=2 N=1e3 float32 cpu"]
+    assert run["partial"].startswith("1 of 2 cases")
+    assert set(run["results"][0]["peers"]) == {"polyfit", "compile_horner"}
+    assert "**Partial run**: 1 of 2 cases" in (tmp_path / "report.md").read_text()
