@@ -85,10 +85,15 @@ def roofline_time(nbytes: int, fmas: int, bandwidth: float, peak: float) -> floa
 # Probes of the machine, measured in the same run as the cases.
 
 
+def timer_of(fn) -> Timer:
+    """A torch.utils.benchmark Timer of fn() on all intra-op threads (Timer defaults to 1)."""
+    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+
+
 def measure(fn, min_run_time: float):
-    """A torch.utils.benchmark measurement of fn() on all intra-op threads (Timer defaults to 1)."""
+    """A torch.utils.benchmark measurement of fn(), after a warm-up call."""
     fn()  # warm-up: first touch of pages, lazy initialisation
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    timer = timer_of(fn)
     # Runs until the IQR is within 10% of the median, at least min_run_time, at most 3x that.
     return timer.adaptive_autorange(threshold=0.1, min_run_time=min_run_time, max_run_time=3 * min_run_time)
 

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-
-from torch.utils.benchmark import Measurement, Timer
+from torch.utils.benchmark import Measurement
 
 from .registry import Case, Peer, dtype_name
-
-from .roofline import Limits
+from .roofline import Limits, timer_of
 
 # Agreement with the baseline, max |peer - baseline| / max |baseline| over every output: a check
 # that the peers compute the same thing. Half types get no verdict, only the figure: eager peers
@@ -116,9 +114,8 @@ def _peer_order(case: Case, only: Optional[set]) -> list:
 
 
 def _timed_round(stmt, seconds: float):
-    """One round of timed runs of stmt() on all intra-op threads (Timer defaults to 1)."""
-    timer = Timer(stmt="fn()", globals={"fn": stmt}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=seconds)
+    """One round of timed runs of stmt() on all intra-op threads."""
+    return timer_of(stmt).blocked_autorange(min_run_time=seconds)
 
 
 def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:

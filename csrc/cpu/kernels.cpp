@@ -196,9 +196,10 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
           p.store(tile.data() + size_t(increasing ? k : K - 1 - k) * L);
         });
         scalar_t* o = op + i0 * K;
-        // A fresh output faults on first touch; a fault taken by an AVX-512 masked store measured
-        // ~100 ns dearer than by a plain store (Zen 4, 36 MB output: 17.5 -> 16.4 ms on one thread),
-        // so a plain byte store touches the block's end first (the interleave then overwrites it).
+        // Pages FreshPages leaves unmapped (tasks under its 4 MB, partial pages) fault on first touch;
+        // a fault taken by an AVX-512 masked store measured ~100 ns dearer than by a plain store
+        // (Zen 4, 36 MB output: 17.5 -> 16.4 ms on one thread), so a plain byte store touches the
+        // block's end first (the interleave then overwrites it).
         *reinterpret_cast<volatile char*>(o + int64_t(n) * K - 1) = 0;
 #if defined(CPU_CAPABILITY_AVX512)
         if constexpr (std::is_same_v<scalar_t, float>) {
