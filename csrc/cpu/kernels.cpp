@@ -52,6 +52,7 @@ inline const V* derived_coeffs(V* work, int K, int order, T scale_pow) {
 // chains (56 permutes) lost to the transpose.
 class Interleave16 {
  public:
+  static constexpr int kMaxChainK = 7;
   explicit Interleave16(int K) : K_(K) {
     if (K_ > kMaxChainK) return;
     // rows vector q, lane i holds point (16q + i) / K, column (16q + i) % K; a column vector k,
@@ -85,8 +86,6 @@ class Interleave16 {
     }
   }
 
- private:
-  static constexpr int kMaxChainK = 7;
   using Chain = __m512i[kMaxChainK][kMaxChainK];
 
   // chain[o][s], s = 1..K-1: step s of output vector o's chain. Output lane i wants lane `lane` of
@@ -106,6 +105,21 @@ class Interleave16 {
     }
   }
 
+  // v[0..K) (column k of 16 points, in registers) -> 16 output rows of K at `rows`.
+  template <int K>
+  void rows(const __m512 (&v)[K], float* rows) const {
+    static_assert(K <= kMaxChainK);
+    for (int o = 0; o < K; ++o) {
+      __m512 r = v[0];
+      if constexpr (K > 1) {
+        r = _mm512_permutex2var_ps(v[0], to_rows_[o][1], v[1]);
+        for (int s = 2; s < K; ++s) r = _mm512_permutex2var_ps(r, to_rows_[o][s], v[s]);
+      }
+      _mm512_storeu_ps(rows + o * 16, r);
+    }
+  }
+
+ private:
   void chains(const Chain& chain, const float* in, int64_t in_stride, float* out, int64_t out_stride) const {
     switch (K_) {  // a fixed K unrolls the chains
       case 1: return chains<1>(chain, in, in_stride, out, out_stride);
@@ -162,6 +176,37 @@ class Interleave16 {
 };
 #endif
 
+#if defined(CPU_CAPABILITY_AVX512)
+// One block of features in float, K <= 7: each 16 points' K columns stay in registers and go
+// straight through the interleave to the output rows (no tile round trip).
+template <Basis B, int K>
+C10_ALWAYS_INLINE void features_block_in_registers(const Pack<float>& t, bool increasing, const Interleave16& il,
+                                                   float* o) {
+  for (int u = 0; u < kU; ++u) {
+    __m512 v[K];
+    basis_values<B, float>(t.v[u], Vectorized<float>(1.f), K,
+                           [&](int k, const Vectorized<float>& p) { v[k] = p; });
+    if (!increasing)
+      for (int k = 0; k < K / 2; ++k) std::swap(v[k], v[K - 1 - k]);
+    il.rows<K>(v, o + u * 16 * K);
+  }
+}
+
+template <Basis B>
+bool features_block_in_registers(const Pack<float>& t, int K, bool increasing, const Interleave16& il, float* o) {
+  switch (K) {
+    case 1: features_block_in_registers<B, 1>(t, increasing, il, o); return true;
+    case 2: features_block_in_registers<B, 2>(t, increasing, il, o); return true;
+    case 3: features_block_in_registers<B, 3>(t, increasing, il, o); return true;
+    case 4: features_block_in_registers<B, 4>(t, increasing, il, o); return true;
+    case 5: features_block_in_registers<B, 5>(t, increasing, il, o); return true;
+    case 6: features_block_in_registers<B, 6>(t, increasing, il, o); return true;
+    case 7: features_block_in_registers<B, 7>(t, increasing, il, o); return true;
+    default: return false;
+  }
+}
+#endif
+
 template <typename scalar_t>
 void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& dom, bool increasing) {
   using T = at::opmath_type<scalar_t>;
@@ -192,10 +237,15 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
         const int n = static_cast<int>(std::min<int64_t>(L, M - i0));
         pages.reach(op + (i0 + n) * K);
         const Pack<T> t = map_to_window(load_lanes<T>(xp + i0 * sx, sx, n, fill), w);
+        scalar_t* o = op + i0 * K;
+#if defined(CPU_CAPABILITY_AVX512)
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (n == L && features_block_in_registers<kBasis>(t, K, increasing, *interleave, o)) continue;
+        }
+#endif
         basis_values<kBasis, T>(t, Pack<T>(T(1)), K, [&](int k, const Pack<T>& p) {
           p.store(tile.data() + size_t(increasing ? k : K - 1 - k) * L);
         });
-        scalar_t* o = op + i0 * K;
         // Pages FreshPages leaves unmapped (tasks under its 4 MB, partial pages) fault on first touch;
         // a fault taken by an AVX-512 masked store measured ~100 ns dearer than by a plain store
         // (Zen 4, 36 MB output: 17.5 -> 16.4 ms on one thread), so a plain byte store touches the
