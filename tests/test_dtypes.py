@@ -90,6 +90,41 @@ def test_gradients_low_precision_against_float64(device, basis, dtype):
     assert np.all(err <= out_u * np.abs(cexp) + 300 * comp_u * (np.abs(V).T @ np.abs(gn)))
 
 
+@pytest.mark.parametrize("increasing", [True, False])
+@pytest.mark.parametrize("domain", [None, (-1.0, 4.0)])
+# Rows of one point each, float32: on AVX-512, rows of up to 7 coefficients pass through registers
+# (each K its own unrolled code), longer ones through a tile; 400 rows are six full blocks and a part.
+@pytest.mark.parametrize("degree", [0, 1, 2, 3, 4, 5, 6, 7, 12])
+def test_one_point_rows_float32_against_float64(device, basis, degree, domain, increasing):
+    x, _, _, _ = _inputs(basis, torch.float32, degree, device=device)
+    if domain is not None:
+        x = x * 5 - 1  # spread over the domain and past its ends
+    xn = x.double().cpu().numpy()
+    K = degree + 1
+    g = torch.randn(len(xn), K, generator=torch.Generator().manual_seed(K)).to(device)
+    gn = g.double().cpu().numpy()
+    u = ROUNDING[torch.float32][0]
+    cols = range(K) if increasing else range(K - 1, -1, -1)  # column j of the output holds P_cols[j]
+    unit = np.eye(K)
+
+    # A per-row series: x (R, 1) with coeffs (R, K), each point its own polynomial.
+    y = polyfit.polyval(x[:, None], g, basis, domain=domain)[:, 0]
+    V = oracle.vander(xn, degree, basis, domain)
+    expected = np.sum(gn * V, axis=1)
+    bound = u * np.abs(expected) + 64 * K * u * np.sum(np.abs(gn * V), axis=1)
+    _check(y, expected, bound, torch.float32)
+
+    # features' x-gradient: row r of the upstream gradient is a series in x[r], differentiated.
+    xg = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(polyfit.features(xg, degree, basis, domain=domain, increasing=increasing), xg, g)
+    dP = np.stack([oracle.val(xn, unit[k], basis, domain, derivative=1) for k in cols], axis=1)
+    expected = np.sum(gn * dP, axis=1)
+    # rounding of the derivative series: its coefficients are sums of up to K of the g's, times up to 2K
+    scale = np.sum(np.abs(gn), axis=1, keepdims=True) * 2 * K * np.abs(oracle.vander(xn, degree, basis, domain))
+    bound = u * np.abs(expected) + 64 * K * u * (np.sum(scale, axis=1) + np.sum(np.abs(gn * dP), axis=1))
+    _check(gx, expected, bound, torch.float32)
+
+
 @pytest.mark.parametrize("x_dtype,c_dtype,expected", [
     (torch.float16, torch.float32, torch.float32),
     (torch.float32, torch.float64, torch.float64),

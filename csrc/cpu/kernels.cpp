@@ -105,6 +105,21 @@ class Interleave16 {
     }
   }
 
+  // The inverse, into registers: 16 contiguous rows of K at `rows` -> v[k], column k.
+  template <int K>
+  void columns(const float* rows, __m512 (&v)[K]) const {
+    static_assert(K <= kMaxChainK);
+    __m512 r[K];
+    for (int q = 0; q < K; ++q) r[q] = _mm512_loadu_ps(rows + q * 16);
+    for (int k = 0; k < K; ++k) {
+      v[k] = r[0];
+      if constexpr (K > 1) {
+        v[k] = _mm512_permutex2var_ps(r[0], to_cols_[k][1], r[1]);
+        for (int s = 2; s < K; ++s) v[k] = _mm512_permutex2var_ps(v[k], to_cols_[k][s], r[s]);
+      }
+    }
+  }
+
   // v[0..K) (column k of 16 points, in registers) -> 16 output rows of K at `rows`.
   template <int K>
   void rows(const __m512 (&v)[K], float* rows) const {
@@ -301,6 +316,48 @@ struct SeriesView {
   }
 };
 
+#if defined(CPU_CAPABILITY_AVX512)
+// One block of rows of one point each (features' backward), float, K <= 7, derivative order 0 or
+// 1: each 16 rows' coefficients go through the inverse interleave straight into registers, where
+// the derivative and the series run (no tile round trip).
+template <Basis B, int K, int Order>
+C10_ALWAYS_INLINE void series_block_in_registers(const Pack<float>& t, const float* c, float scale_pow,
+                                                 const Interleave16& il, float* out) {
+  using V = Vectorized<float>;
+  for (int u = 0; u < kU; ++u) {
+    __m512 r[K];
+    il.columns<K>(c + u * 16 * K, r);
+    V cv[K];
+    for (int k = 0; k < K; ++k) cv[k] = r[k];
+    if constexpr (Order == 0) {
+      series<B, float>([&](int k) { return cv[k]; }, K, t.v[u]).store(out + u * 16);
+    } else {
+      V d[K - 1];
+      derivative<B, float>(cv, K, d);
+      for (int k = 0; k < K - 1; ++k) d[k] = V(scale_pow) * d[k];
+      series<B, float>([&](int k) { return d[k]; }, K - 1, t.v[u]).store(out + u * 16);
+    }
+  }
+}
+
+template <Basis B>
+bool series_block_in_registers(const Pack<float>& t, const float* c, int K, int order, float scale_pow,
+                               const Interleave16& il, float* out) {
+#define POLYFIT_SERIES_K(K)                                                                   \
+  case K:                                                                                     \
+    if (order == 0) return series_block_in_registers<B, K, 0>(t, c, scale_pow, il, out), true; \
+    if constexpr (K > 1)                                                                      \
+      if (order == 1) return series_block_in_registers<B, K, 1>(t, c, scale_pow, il, out), true; \
+    return false;
+  switch (K) {
+    POLYFIT_SERIES_K(1) POLYFIT_SERIES_K(2) POLYFIT_SERIES_K(3) POLYFIT_SERIES_K(4)
+    POLYFIT_SERIES_K(5) POLYFIT_SERIES_K(6) POLYFIT_SERIES_K(7)
+    default: return false;
+  }
+#undef POLYFIT_SERIES_K
+}
+#endif
+
 // out[r, n] = weight[r, n] * s^order * series_order(coeffs[r], t(x[r, n])); weight optional.
 // Rows at least one pack long are walked row by row with broadcast coefficients; shorter rows
 // are packed across rows, each lane with its own coefficients (e.g. features' backward, N = 1).
@@ -375,10 +432,18 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
       const int64_t e0 = blk * L;
       const int n = static_cast<int>(std::min<int64_t>(L, M - e0));
       if (s.N == 1) {  // one point per row (features' backward): lane j is row e0 + j
+        const scalar_t* cb = s.c + e0 * s.scr;
+#if defined(CPU_CAPABILITY_AVX512)
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (columns && n == L && s.sck == 1 && s.scr == K && !wp &&
+              series_block_in_registers<B>(map_to_window(load_lanes<T>(s.x + e0 * s.sxr, s.sxr, n, fill), w), cb, K,
+                                           order, scale_pow, *columns, out + e0))
+            continue;
+        }
+#endif
         for (int j = 0; j < n; ++j) xs[j] = T(s.x[(e0 + j) * s.sxr]);
         if (wp)
           for (int j = 0; j < n; ++j) ws[j] = T(wp[(e0 + j) * swr]);
-        const scalar_t* cb = s.c + e0 * s.scr;
         bool gathered = false;
 #if defined(CPU_CAPABILITY_AVX512)
         if constexpr (std::is_same_v<scalar_t, float>) {
