@@ -183,8 +183,10 @@ def main(argv=None) -> int:
         lim = limits[dev] = Limits(dev, min_run_time=max(min_run_time, 0.05))
         bw = lim.large_copy_bandwidth()
         peaks = {dt: lim.fma_peak(dt) for dt in sorted({c.compute_dtype for c in cases if c.device == dev}, key=str)}
+        page = lim.page_time()
         print(f"limits on {dev}: copy {bw / 1e9:.1f} GB/s (256 MiB), FMA peak "
-              + ", ".join(f"{str(dt).replace('torch.', '')} {v / 1e9:.1f} GFMA/s" for dt, v in peaks.items()), flush=True)
+              + ", ".join(f"{str(dt).replace('torch.', '')} {v / 1e9:.1f} GFMA/s" for dt, v in peaks.items())
+              + (f", fresh page {page * 1e6:.2f} µs" if page is not None else ""), flush=True)
 
     results = []
 

@@ -28,17 +28,29 @@ vector unit issues one of them per lane per slot). Per point and per degree step
              fwd+bwd   fwd + N·D·(series + 1): each point's gradient row is a series of its own
                        whose derivative coefficients cost one operation each.
 
-The roofline time of a case is max(bytes / bandwidth, FMAs / peak): bandwidth is the copy
-bandwidth (`dst.copy_(src)`, bytes read + written over time) measured at the case's own working
-set (a copy moving the same number of bytes, so cache-resident sizes are judged against cache
-speed and small sizes against one op's overhead); peak is a GEMM's FMA rate in the case's
-compute dtype (half types compute in float32).
+The roofline time of a case is max(bytes / bandwidth, FMAs / peak) + fresh pages x page time:
+bandwidth is the copy bandwidth (`dst.copy_(src)`, bytes read + written over time) measured at
+the case's own working set (a copy moving the same number of bytes, so cache-resident sizes are
+judged against cache speed and small sizes against one op's overhead); peak is a GEMM's FMA rate
+in the case's compute dtype (half types compute in float32). The last term is the operating
+system's: an output the allocator takes from it as new pages (a large tensor, on Linux) must be
+zeroed and mapped page by page before any kernel can write it, a cost no byte count includes. The
+pages counted are those a plain `torch.ones` of the output's size faults in, measured in the same
+allocator state (runner.py); the page time is the fastest way the OS hands pages over, measured
+by Limits.page_time (Linux: `MADV_POPULATE_WRITE` of a fresh mapping, one call for many pages, no
+trap per page). Where the OS gives no such measure the term is left out, making the roofline
+stricter, never looser.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import torch
 from torch.utils.benchmark import Timer
@@ -76,9 +88,10 @@ def features_fmas(n: int, degree: int, basis: str, mode: str) -> int:
     return fwd + n * degree * (SERIES_OPS[basis] + 1)
 
 
-def roofline_time(nbytes: int, fmas: int, bandwidth: float, peak: float) -> float:
-    """Seconds at the limit: max(bytes / bandwidth [B/s], FMAs / peak [FMA/s])."""
-    return max(nbytes / bandwidth, fmas / peak)
+def roofline_time(nbytes: int, fmas: int, bandwidth: float, peak: float, fresh_pages: float = 0.0,
+                  page_time: float = 0.0) -> float:
+    """Seconds at the limit: max(bytes / bandwidth [B/s], FMAs / peak [FMA/s]) + fresh_pages x page_time [s]."""
+    return max(nbytes / bandwidth, fmas / peak) + fresh_pages * page_time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +128,7 @@ class Limits:
         self.min_run_time = min_run_time
         self._bw: dict[int, float] = {}
         self._peak: dict[torch.dtype, float] = {}
+        self._page: Optional[float] = None  # NaN once measured and unavailable
 
     def copy_bandwidth(self, nbytes: int) -> float:
         """Bytes/s of dst.copy_(src) moving about `nbytes` (read + written), rounded up to a power of two
@@ -144,13 +158,66 @@ class Limits:
             self._peak[dtype] = n ** 3 / m.median
         return self._peak[dtype]
 
+    # A fresh mapping this large gives a page time free of the mapping's own fixed costs.
+    PAGE_PROBE_BYTES = 64 << 20
+
+    def page_time(self) -> Optional[float]:
+        """Seconds for the OS to hand over one fresh zeroed page of its base size by the fastest route
+        (Linux 5.14+: MADV_POPULATE_WRITE of a new anonymous mapping, huge pages off); None where
+        there is no such measure (other systems, older kernels, CUDA)."""
+        if self._page is None:
+            self._page = _populate_page_time(self.PAGE_PROBE_BYTES, self.min_run_time) if self.device == "cpu" else None
+            self._page = self._page or float("nan")
+        return None if math.isnan(self._page) else self._page
+
     def summary(self) -> dict:
+        page = self.page_time() if self._page is not None else None
         return {
             "device": self.device,
+            "fresh_page_us": page * 1e6 if page is not None else None,
             "copy_bandwidth_GBps": {str(2 * k): v / 1e9 for k, v in sorted(self._bw.items())},
             "large_copy_bandwidth_GBps": self._bw.get(self.LARGE_COPY_BYTES, float("nan")) / 1e9,
             "fma_peak_GFMAps": {str(k).replace("torch.", ""): v / 1e9 for k, v in self._peak.items()},
         }
+
+
+def _populate_page_time(nbytes: int, min_run_time: float) -> Optional[float]:
+    """Seconds per base page of mmap + MADV_POPULATE_WRITE + munmap of `nbytes`, the pages split among
+    as many threads as torch uses (a kernel's output is written by all of them), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, MADV_NOHUGEPAGE, MADV_POPULATE_WRITE = 0x3, 0x22, 15, 23
+    page = os.sysconf("SC_PAGE_SIZE")
+    threads = max(1, torch.get_num_threads())
+    part = -(-nbytes // page // threads) * page  # each thread's share, whole pages
+    failed = []
+
+    def populate(p):  # ctypes releases the GIL for the call: the threads run in parallel
+        if libc.madvise(p, part, MADV_POPULATE_WRITE) != 0:
+            failed.append("madvise")
+
+    def fresh_pages(pool):
+        p = libc.mmap(None, part * threads, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0)
+        if p is None or p == ctypes.c_void_p(-1).value:
+            failed.append("mmap")
+            return
+        try:
+            libc.madvise(p, part * threads, MADV_NOHUGEPAGE)  # base pages, as the cases' outputs fault in
+            list(pool.map(populate, [p + i * part for i in range(threads)]))
+        finally:
+            libc.munmap(p, part * threads)
+
+    with ThreadPoolExecutor(threads) as pool:
+        fresh_pages(pool)
+        if failed:  # a kernel before 5.14 refuses MADV_POPULATE_WRITE
+            return None
+        m = measure(lambda: fresh_pages(pool), min_run_time)
+    return None if failed else m.median / (part * threads // page)
 
 
 class _no_tf32:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.benchmark import Measurement
 
 from .registry import Case, Peer, dtype_name
-from .roofline import Limits, timer_of
+from .roofline import Limits, roofline_time, timer_of
 
 # Agreement with the baseline, max |peer - baseline| / max |baseline| over every output: a check
 # that the peers compute the same thing. Half types get no verdict, only the figure: eager peers
@@ -226,17 +226,22 @@ def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
             _record_error(peers[name], e)
     del inputs, grad_out, stmts
 
-    # The limit, measured now on this device.
+    # The limit, measured now on this device; fresh pages as the fill met them (roofline.py).
     bw = limits.copy_bandwidth(case.bytes)
     peak = limits.fma_peak(case.compute_dtype)
     t_mem, t_fma = case.bytes / bw, case.fmas / peak
+    fresh_pages = (fill or {}).get("page_faults_per_call", 0.0)
+    page_time = limits.page_time() if fresh_pages else None
+    t_pages = fresh_pages * page_time if page_time else 0.0
     result = {
         "name": case.name, "op": case.op, "mode": case.mode, "device": case.device,
         "dtype": dtype_name(case.dtype), "params": dict(case.params), "baseline": case.baseline,
         "bytes": case.bytes, "fmas": case.fmas,
         "bandwidth_GBps": bw / 1e9, "fma_peak_GFMAps": peak / 1e9,
         "compute_dtype": dtype_name(case.compute_dtype),
-        "roofline_s": max(t_mem, t_fma), "bound": "memory" if t_mem >= t_fma else "compute",
+        "roofline_s": roofline_time(case.bytes, case.fmas, bw, peak, fresh_pages, page_time or 0.0),
+        "bound": ("memory" if t_mem >= t_fma else "compute") + (" + pages" if t_pages > 0 else ""),
+        "pages_s": t_pages,
         "peers": peers,
     }
     if fill is not None:

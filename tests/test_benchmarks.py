@@ -61,6 +61,35 @@ def test_features_hand_counts():
 def test_roofline_is_the_slower_bound():
     assert roofline_time(2e9, 1, bandwidth=1e9, peak=1e9) == pytest.approx(2.0)
     assert roofline_time(1, 3e9, bandwidth=1e9, peak=1e9) == pytest.approx(3.0)
+    # new pages from the OS come on top of either bound
+    assert roofline_time(2e9, 1, bandwidth=1e9, peak=1e9, fresh_pages=1000, page_time=1e-6) == pytest.approx(2.001)
+
+
+def test_page_time_is_measured_on_linux():
+    page = Limits("cpu", min_run_time=0.01).page_time()
+    if not sys.platform.startswith("linux"):
+        assert page is None
+        return
+    # Zeroing 4 KiB alone takes ~0.1 us at memory speed; no OS takes a millisecond per page.
+    assert page is not None and 1e-8 < page < 1e-3
+    assert Limits("cuda").page_time() is None  # the OS's pages are a CPU limit
+
+
+def test_fresh_output_pages_join_the_roofline():
+    # 48 MiB: above glibc's largest mmap threshold (32 MiB), so every call's output is new pages.
+    n = 12 << 20
+    case = Case(op="fresh_ones", mode="fwd", device="cpu", dtype=torch.float32, params={"n": n},
+                make_inputs=lambda: {}, grad_inputs=(), peers={"polyfit": lambda case, inp: lambda: torch.ones(n)},
+                bytes=4 * n, fmas=0, fill_shape=(n,))
+    limits = Limits("cpu", min_run_time=0.01)
+    r = run_case(case, limits, RunConfig(min_run_time=0.01))
+    page = limits.page_time()
+    if page is None or not r.get("fill_page_faults_per_call"):
+        assert r["pages_s"] == 0 and "pages" not in r["bound"]
+        return
+    assert r["pages_s"] == pytest.approx(r["fill_page_faults_per_call"] * page)
+    assert r["bound"] == "memory + pages"
+    assert r["roofline_s"] == pytest.approx(4 * n / (r["bandwidth_GBps"] * 1e9) + r["pages_s"])
 
 
 def test_fmt_count():
