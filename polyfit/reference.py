@@ -28,7 +28,9 @@ def map_domain(x: Tensor, domain: Optional[Sequence[float]]) -> tuple[Tensor, fl
     scale, offset = 2.0 / (b - a), -(a + b) / (b - a)
     t = offset + scale * x
     inside = (x >= min(a, b)) & (x <= max(a, b))
-    return torch.where(inside, t.clamp(-1.0, 1.0), t), scale
+    # The clamp only undoes the map's rounding overshoot at the domain's ends; its derivative must
+    # stay the map's, as in the compiled kernels (a clamped t would carry none where it overshot).
+    return torch.where(inside, t + (t.clamp(-1.0, 1.0) - t).detach(), t), scale
 
 
 def _first(basis: str, t: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ import torch
 
 import polyfit
 import oracle
+from polyfit import reference
 
 EPS64 = np.finfo(np.float64).eps
 
@@ -202,3 +203,15 @@ def test_large_fresh_outputs_match_numpy(basis):
                             rtol64(5))
         dy = oracle.val(rows[r], c[r], basis, derivative=1)
         assert_close_scaled(gx[r], g[r] * dy, np.abs(g[r]) * (np.abs(dy) + 40), rtol64(5))
+
+
+@pytest.mark.parametrize("use_reference", [False, True])
+def test_x_gradient_at_a_domain_end_where_the_map_overshoots(basis, use_reference):
+    # 1.5 + 2.75 and 2 / 1.25 round so that x = 2.75 maps a hair past t = 1: the value is clamped
+    # to the window, the derivative must still be the polynomial's (a clamp would zero it).
+    domain, c = (1.5, 2.75), np.array([0.9414, 0.416, -0.3])
+    x = torch.tensor([1.5, 2.0, 2.75], dtype=torch.float64, requires_grad=True)
+    fn = reference.polyval if use_reference else polyfit.polyval
+    (gx,) = torch.autograd.grad(fn(x, torch.tensor(c), basis, domain=domain).sum(), x)
+    expected = oracle.val(x.detach().numpy(), c, basis, domain, derivative=1)
+    np.testing.assert_allclose(gx.numpy(), expected, rtol=1e-12, atol=1e-12)

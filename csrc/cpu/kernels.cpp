@@ -105,33 +105,31 @@ class Interleave16 {
     }
   }
 
-  // The inverse, into registers: 16 contiguous rows of K at `rows` -> v[k], column k.
+  // The chains' permute indices for one K, copied out of the object so that a kernel's loop can keep
+  // them in registers (a store through the output's float* could otherwise alias the members).
   template <int K>
-  void columns(const float* rows, __m512 (&v)[K]) const {
+  struct Fixed {
+    __m512i to_rows[K][K], to_cols[K][K];
+  };
+  template <int K>
+  Fixed<K> fixed() const {
     static_assert(K <= kMaxChainK);
+    Fixed<K> f;
+    for (int o = 0; o < K; ++o)
+      for (int s = 0; s < K; ++s) f.to_rows[o][s] = to_rows_[o][s], f.to_cols[o][s] = to_cols_[o][s];
+    return f;
+  }
+  // v[k] (column k of 16 points, in registers) -> 16 rows of K at `rows`.
+  template <int K>
+  static C10_ALWAYS_INLINE void rows(const Fixed<K>& f, const __m512 (&v)[K], float* rows) {
+    for (int o = 0; o < K; ++o) _mm512_storeu_ps(rows + o * 16, permute_chain<K>(f.to_rows[o], v));
+  }
+  // The inverse: 16 contiguous rows of K at `rows` -> v[k], column k.
+  template <int K>
+  static C10_ALWAYS_INLINE void columns(const Fixed<K>& f, const float* rows, __m512 (&v)[K]) {
     __m512 r[K];
     for (int q = 0; q < K; ++q) r[q] = _mm512_loadu_ps(rows + q * 16);
-    for (int k = 0; k < K; ++k) {
-      v[k] = r[0];
-      if constexpr (K > 1) {
-        v[k] = _mm512_permutex2var_ps(r[0], to_cols_[k][1], r[1]);
-        for (int s = 2; s < K; ++s) v[k] = _mm512_permutex2var_ps(v[k], to_cols_[k][s], r[s]);
-      }
-    }
-  }
-
-  // v[0..K) (column k of 16 points, in registers) -> 16 output rows of K at `rows`.
-  template <int K>
-  void rows(const __m512 (&v)[K], float* rows) const {
-    static_assert(K <= kMaxChainK);
-    for (int o = 0; o < K; ++o) {
-      __m512 r = v[0];
-      if constexpr (K > 1) {
-        r = _mm512_permutex2var_ps(v[0], to_rows_[o][1], v[1]);
-        for (int s = 2; s < K; ++s) r = _mm512_permutex2var_ps(r, to_rows_[o][s], v[s]);
-      }
-      _mm512_storeu_ps(rows + o * 16, r);
-    }
+    for (int k = 0; k < K; ++k) v[k] = permute_chain<K>(f.to_cols[k], r);
   }
 
  private:
@@ -152,14 +150,16 @@ class Interleave16 {
     static_assert(K <= kMaxChainK);
     __m512 v[K];
     for (int s = 0; s < K; ++s) v[s] = _mm512_loadu_ps(in + s * in_stride);
-    for (int o = 0; o < K; ++o) {
-      __m512 r = v[0];  // K = 1: the one vector is both sides
-      if constexpr (K > 1) {
-        r = _mm512_permutex2var_ps(v[0], chain[o][1], v[1]);
-        for (int s = 2; s < K; ++s) r = _mm512_permutex2var_ps(r, chain[o][s], v[s]);
-      }
-      _mm512_storeu_ps(out + o * out_stride, r);
-    }
+    for (int o = 0; o < K; ++o) _mm512_storeu_ps(out + o * out_stride, permute_chain<K>(chain[o], v));
+  }
+
+  // One output vector: its chain of K - 1 two-source permutes over the K inputs.
+  template <int K>
+  static C10_ALWAYS_INLINE __m512 permute_chain(const __m512i* steps, const __m512 (&v)[K]) {
+    if constexpr (K == 1) return v[0];  // the one vector is both sides
+    __m512 r = _mm512_permutex2var_ps(v[0], steps[1], v[1]);
+    for (int s = 2; s < K; ++s) r = _mm512_permutex2var_ps(r, steps[s], v[s]);
+    return r;
   }
 
   // p[i] = lane i of r[0..15]: unpacks pair rows, shuffles make 4 x 4 blocks in each 128-bit lane,
@@ -192,33 +192,43 @@ class Interleave16 {
 #endif
 
 #if defined(CPU_CAPABILITY_AVX512)
-// One block of features in float, K <= 7: each 16 points' K columns stay in registers and go
-// straight through the interleave to the output rows (no tile round trip).
-template <Basis B, int K>
-C10_ALWAYS_INLINE void features_block_in_registers(const Pack<float>& t, bool increasing, const Interleave16& il,
-                                                   float* o) {
-  for (int u = 0; u < kU; ++u) {
-    __m512 v[K];
-    basis_values<B, float>(t.v[u], Vectorized<float>(1.f), K,
-                           [&](int k, const Vectorized<float>& p) { v[k] = p; });
-    if (!increasing)
-      for (int k = 0; k < K / 2; ++k) std::swap(v[k], v[K - 1 - k]);
-    il.rows<K>(v, o + u * 16 * K);
+// Calls f(std::integral_constant<int, K>()) for K = 1..7, the widths the permute chains serve; false otherwise.
+template <typename F>
+bool with_chain_width(int K, F&& f) {
+  switch (K) {
+    case 1: f(std::integral_constant<int, 1>()); return true;
+    case 2: f(std::integral_constant<int, 2>()); return true;
+    case 3: f(std::integral_constant<int, 3>()); return true;
+    case 4: f(std::integral_constant<int, 4>()); return true;
+    case 5: f(std::integral_constant<int, 5>()); return true;
+    case 6: f(std::integral_constant<int, 6>()); return true;
+    case 7: f(std::integral_constant<int, 7>()); return true;
+    default: return false;
   }
 }
 
-template <Basis B>
-bool features_block_in_registers(const Pack<float>& t, int K, bool increasing, const Interleave16& il, float* o) {
-  switch (K) {
-    case 1: features_block_in_registers<B, 1>(t, increasing, il, o); return true;
-    case 2: features_block_in_registers<B, 2>(t, increasing, il, o); return true;
-    case 3: features_block_in_registers<B, 3>(t, increasing, il, o); return true;
-    case 4: features_block_in_registers<B, 4>(t, increasing, il, o); return true;
-    case 5: features_block_in_registers<B, 5>(t, increasing, il, o); return true;
-    case 6: features_block_in_registers<B, 6>(t, increasing, il, o); return true;
-    case 7: features_block_in_registers<B, 7>(t, increasing, il, o); return true;
-    default: return false;
+// features in float32, K <= 7: each 16 points' K columns stay in registers and go straight through
+// the permute chains to the output rows (no tile round trip). Runs the task's full blocks of L points
+// from blk on and returns the first block left (a partial last one).
+template <Basis B, int K>
+int64_t features_blocks_in_registers(const float* x, int64_t sx, int64_t M, float* out, int64_t blk, int64_t blk_end,
+                                     const Window<float>& w, bool increasing, const Interleave16& il,
+                                     FreshPages& pages) {
+  constexpr int L = Pack<float>::kLanes;
+  const auto chains = il.fixed<K>();
+  for (; blk < blk_end && (blk + 1) * L <= M; ++blk) {
+    float* o = out + blk * L * K;
+    pages.reach(o + L * K);
+    const Pack<float> t = map_to_window(load_lanes<float>(x + blk * L * sx, sx, L, 0.f), w);
+    for (int u = 0; u < kU; ++u) {
+      __m512 v[K];
+      basis_values<B, float>(t.v[u], Vectorized<float>(1.f), K, [&](int k, const Vectorized<float>& p) { v[k] = p; });
+      if (!increasing)
+        for (int k = 0; k < K / 2; ++k) std::swap(v[k], v[K - 1 - k]);
+      Interleave16::rows<K>(chains, v, o + u * 16 * K);
+    }
   }
+  return blk;
 }
 #endif
 
@@ -247,17 +257,20 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
       if (std::is_same_v<T, float>) interleave.emplace(K);
 #endif
       FreshPages pages(op + b0 * L * K, op + std::min(b1 * L, M) * K);
-      for (int64_t blk = b0; blk < b1; ++blk) {
+      int64_t blk = b0;
+#if defined(CPU_CAPABILITY_AVX512)
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        with_chain_width(K, [&](auto k) {
+          blk = features_blocks_in_registers<kBasis, k>(xp, sx, M, op, blk, b1, w, increasing, *interleave, pages);
+        });
+      }
+#endif
+      for (; blk < b1; ++blk) {
         const int64_t i0 = blk * L;
         const int n = static_cast<int>(std::min<int64_t>(L, M - i0));
         pages.reach(op + (i0 + n) * K);
         const Pack<T> t = map_to_window(load_lanes<T>(xp + i0 * sx, sx, n, fill), w);
         scalar_t* o = op + i0 * K;
-#if defined(CPU_CAPABILITY_AVX512)
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          if (n == L && features_block_in_registers<kBasis>(t, K, increasing, *interleave, o)) continue;
-        }
-#endif
         basis_values<kBasis, T>(t, Pack<T>(T(1)), K, [&](int k, const Pack<T>& p) {
           p.store(tile.data() + size_t(increasing ? k : K - 1 - k) * L);
         });
@@ -317,44 +330,35 @@ struct SeriesView {
 };
 
 #if defined(CPU_CAPABILITY_AVX512)
-// One block of rows of one point each (features' backward), float, K <= 7, derivative order 0 or
-// 1: each 16 rows' coefficients go through the inverse interleave straight into registers, where
-// the derivative and the series run (no tile round trip).
+// Rows of one point each (features' backward), float32, K <= 7 contiguous coefficients, derivative
+// order Order <= 1: each 16 rows' coefficients go through the inverse interleave into registers,
+// where the derivative and the series run (no tile round trip). Runs full blocks of L rows from blk
+// on and returns the first block left.
 template <Basis B, int K, int Order>
-C10_ALWAYS_INLINE void series_block_in_registers(const Pack<float>& t, const float* c, float scale_pow,
-                                                 const Interleave16& il, float* out) {
+int64_t one_point_rows_in_registers(const float* x, int64_t sx, const float* c, int64_t M, float* out, int64_t blk,
+                                    int64_t blk_end, const Window<float>& w, float scale_pow, const Interleave16& il) {
   using V = Vectorized<float>;
-  for (int u = 0; u < kU; ++u) {
-    __m512 r[K];
-    il.columns<K>(c + u * 16 * K, r);
-    V cv[K];
-    for (int k = 0; k < K; ++k) cv[k] = r[k];
-    if constexpr (Order == 0) {
-      series<B, float>([&](int k) { return cv[k]; }, K, t.v[u]).store(out + u * 16);
-    } else {
-      V d[K - 1];
-      derivative<B, float>(cv, K, d);
-      for (int k = 0; k < K - 1; ++k) d[k] = V(scale_pow) * d[k];
-      series<B, float>([&](int k) { return d[k]; }, K - 1, t.v[u]).store(out + u * 16);
+  constexpr int L = Pack<float>::kLanes;
+  const auto chains = il.fixed<K>();
+  for (; blk < blk_end && (blk + 1) * L <= M; ++blk) {
+    const int64_t e0 = blk * L;
+    const Pack<float> t = map_to_window(load_lanes<float>(x + e0 * sx, sx, L, 0.f), w);
+    for (int u = 0; u < kU; ++u) {
+      __m512 r[K];
+      Interleave16::columns<K>(chains, c + (e0 + u * 16) * K, r);
+      V cv[K];
+      for (int k = 0; k < K; ++k) cv[k] = r[k];
+      if constexpr (Order == 0) {
+        series<B, float>([&](int k) { return cv[k]; }, K, t.v[u]).store(out + e0 + u * 16);
+      } else {
+        V d[K - 1];
+        derivative<B, float>(cv, K, d);
+        for (int k = 0; k < K - 1; ++k) d[k] = V(scale_pow) * d[k];
+        series<B, float>([&](int k) { return d[k]; }, K - 1, t.v[u]).store(out + e0 + u * 16);
+      }
     }
   }
-}
-
-template <Basis B>
-bool series_block_in_registers(const Pack<float>& t, const float* c, int K, int order, float scale_pow,
-                               const Interleave16& il, float* out) {
-#define POLYFIT_SERIES_K(K)                                                                   \
-  case K:                                                                                     \
-    if (order == 0) return series_block_in_registers<B, K, 0>(t, c, scale_pow, il, out), true; \
-    if constexpr (K > 1)                                                                      \
-      if (order == 1) return series_block_in_registers<B, K, 1>(t, c, scale_pow, il, out), true; \
-    return false;
-  switch (K) {
-    POLYFIT_SERIES_K(1) POLYFIT_SERIES_K(2) POLYFIT_SERIES_K(3) POLYFIT_SERIES_K(4)
-    POLYFIT_SERIES_K(5) POLYFIT_SERIES_K(6) POLYFIT_SERIES_K(7)
-    default: return false;
-  }
-#undef POLYFIT_SERIES_K
+  return blk;
 }
 #endif
 
@@ -428,19 +432,24 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
     std::optional<Interleave16> columns;  // one-point float rows: the features kernel's interleave, inverted
     if (std::is_same_v<scalar_t, float> && s.N == 1) columns.emplace(K);
 #endif
-    for (int64_t blk = b0; blk < b1; ++blk) {
+    int64_t blk = b0;
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (columns && s.sck == 1 && s.scr == K && !wp && order <= 1) {
+        with_chain_width(K, [&](auto k) {
+          if (order == 0)
+            blk = one_point_rows_in_registers<B, k, 0>(s.x, s.sxr, s.c, M, out, blk, b1, w, scale_pow, *columns);
+          else if constexpr (k > 1)
+            blk = one_point_rows_in_registers<B, k, 1>(s.x, s.sxr, s.c, M, out, blk, b1, w, scale_pow, *columns);
+        });
+      }
+    }
+#endif
+    for (; blk < b1; ++blk) {
       const int64_t e0 = blk * L;
       const int n = static_cast<int>(std::min<int64_t>(L, M - e0));
       if (s.N == 1) {  // one point per row (features' backward): lane j is row e0 + j
         const scalar_t* cb = s.c + e0 * s.scr;
-#if defined(CPU_CAPABILITY_AVX512)
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          if (columns && n == L && s.sck == 1 && s.scr == K && !wp &&
-              series_block_in_registers<B>(map_to_window(load_lanes<T>(s.x + e0 * s.sxr, s.sxr, n, fill), w), cb, K,
-                                           order, scale_pow, *columns, out + e0))
-            continue;
-        }
-#endif
         for (int j = 0; j < n; ++j) xs[j] = T(s.x[(e0 + j) * s.sxr]);
         if (wp)
           for (int j = 0; j < n; ++j) ws[j] = T(wp[(e0 + j) * swr]);
