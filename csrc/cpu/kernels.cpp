@@ -43,16 +43,18 @@ inline const V* derived_coeffs(V* work, int K, int order, T scale_pow) {
 
 #if defined(CPU_CAPABILITY_AVX512)
 // Turns the tile's K rows (row k: column k of 16 points, row stride ld) into the 16 output rows of
-// K floats at `rows`, and back (columns()). Up to K = 7 the K vectors of either side are gathered
-// from the K of the other by chains of K - 1 two-source permutes each (K (K - 1) per 16 points);
-// beyond, a 16 x 16 transpose (64 shuffles) and a masked store per point, 16 columns at a time.
-// Measured on Zen 4, one thread, N = 1e5 in cache, features D = 1 / 2 / 4 / 5 / 6: 40 / 53 / 119 /
-// 146 / 166 us with one masked permute per (vector, column) up to K = 6 (K^2 mask registers spill)
-// and transposes beyond, 34 / 44 / 77-94 / 107-117 / 144-148 us with the chains; at K = 8 the
-// chains (56 permutes) lost to the transpose.
+// K floats at `rows`, and back (columns()). Up to K = 7 (rows) or 9 (columns) the K vectors of
+// either side are gathered from the K of the other by chains of K - 1 two-source permutes each
+// (K (K - 1) per 16 points); beyond, a 16 x 16 transpose (64 shuffles) and a masked store (load)
+// per point, 16 columns at a time. Measured on Zen 4, one thread, N = 1e5 in cache, features D = 1
+// / 2 / 4 / 5 / 6: 40 / 53 / 119 / 146 / 166 us with one masked permute per (vector, column) up to
+// K = 6 (K^2 mask registers spill) and transposes beyond, 34 / 44 / 77-94 / 107-117 / 144-148 us
+// with the chains. At K = 8 and 9 the chains lose to the transpose for rows (2 threads, D = 7 / 8:
+// 69-75 / 84-102 vs 80-87 / 83-117 us) but win for columns in features' backward (114-125 /
+// 126-133 vs 78-83 / 108-110 us).
 class Interleave16 {
  public:
-  static constexpr int kMaxChainK = 7;
+  static constexpr int kMaxRowsChainK = 7, kMaxChainK = 9;
   explicit Interleave16(int K) : K_(K) {
     if (K_ > kMaxChainK) return;
     // rows vector q, lane i holds point (16q + i) / K, column (16q + i) % K; a column vector k,
@@ -62,7 +64,7 @@ class Interleave16 {
   }
   // cols (K rows of 16 points, row stride ld) -> rows (16 rows of K, contiguous).
   void operator()(const float* cols, int64_t ld, float* rows) const {
-    if (K_ <= kMaxChainK) return chains(to_rows_, cols, ld, rows, 16);
+    if (K_ <= kMaxRowsChainK) return chains(to_rows_, cols, ld, rows, 16);
     for (int k0 = 0; k0 < K_; k0 += 16) {
       const int w = std::min(16, K_ - k0);
       __m512 c[16], p[16];
@@ -141,7 +143,9 @@ class Interleave16 {
       case 4: return chains<4>(chain, in, in_stride, out, out_stride);
       case 5: return chains<5>(chain, in, in_stride, out, out_stride);
       case 6: return chains<6>(chain, in, in_stride, out, out_stride);
-      default: return chains<7>(chain, in, in_stride, out, out_stride);
+      case 7: return chains<7>(chain, in, in_stride, out, out_stride);
+      case 8: return chains<8>(chain, in, in_stride, out, out_stride);
+      default: return chains<9>(chain, in, in_stride, out, out_stride);
     }
   }
 
@@ -192,7 +196,7 @@ class Interleave16 {
 #endif
 
 #if defined(CPU_CAPABILITY_AVX512)
-// Calls f(std::integral_constant<int, K>()) for K = 1..7, the widths the permute chains serve; false otherwise.
+// Calls f(std::integral_constant<int, K>()) for K = 1..9, the widths the permute chains serve; false otherwise.
 template <typename F>
 bool with_chain_width(int K, F&& f) {
   switch (K) {
@@ -203,6 +207,8 @@ bool with_chain_width(int K, F&& f) {
     case 5: f(std::integral_constant<int, 5>()); return true;
     case 6: f(std::integral_constant<int, 6>()); return true;
     case 7: f(std::integral_constant<int, 7>()); return true;
+    case 8: f(std::integral_constant<int, 8>()); return true;
+    case 9: f(std::integral_constant<int, 9>()); return true;
     default: return false;
   }
 }
@@ -261,7 +267,8 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
 #if defined(CPU_CAPABILITY_AVX512)
       if constexpr (std::is_same_v<scalar_t, float>) {
         with_chain_width(K, [&](auto k) {
-          blk = features_blocks_in_registers<kBasis, k>(xp, sx, M, op, blk, b1, w, increasing, *interleave, pages);
+          if constexpr (k <= Interleave16::kMaxRowsChainK)
+            blk = features_blocks_in_registers<kBasis, k>(xp, sx, M, op, blk, b1, w, increasing, *interleave, pages);
         });
       }
 #endif
@@ -330,7 +337,7 @@ struct SeriesView {
 };
 
 #if defined(CPU_CAPABILITY_AVX512)
-// Rows of one point each (features' backward), float32, K <= 7 contiguous coefficients, derivative
+// Rows of one point each (features' backward), float32, K <= 9 contiguous coefficients, derivative
 // order Order <= 1: each 16 rows' coefficients go through the inverse interleave into registers,
 // where the derivative and the series run (no tile round trip). Runs full blocks of L rows from blk
 // on and returns the first block left.
