@@ -88,6 +88,34 @@ class Interleave16 {
     }
   }
 
+  // The chains' permute indices for one K, copied out of the object so that a kernel's loop can keep
+  // them in registers (a store through the output's float* could otherwise alias the members).
+  template <int K>
+  struct Fixed {
+    __m512i to_rows[K][K], to_cols[K][K];
+  };
+  template <int K>
+  Fixed<K> fixed() const {
+    static_assert(K <= kMaxChainK);
+    Fixed<K> f;
+    for (int o = 0; o < K; ++o)
+      for (int s = 1; s < K; ++s) f.to_rows[o][s] = to_rows_[o][s], f.to_cols[o][s] = to_cols_[o][s];  // step 0 is unused
+    return f;
+  }
+  // v[k] (column k of 16 points, in registers) -> 16 rows of K at `rows`.
+  template <int K>
+  static C10_ALWAYS_INLINE void store_rows(const Fixed<K>& f, const __m512 (&v)[K], float* rows) {
+    for (int o = 0; o < K; ++o) _mm512_storeu_ps(rows + o * 16, permute_chain<K>(f.to_rows[o], v));
+  }
+  // The inverse: 16 contiguous rows of K at `rows` -> v[k], column k.
+  template <int K>
+  static C10_ALWAYS_INLINE void load_columns(const Fixed<K>& f, const float* rows, __m512 (&v)[K]) {
+    __m512 r[K];
+    for (int q = 0; q < K; ++q) r[q] = _mm512_loadu_ps(rows + q * 16);
+    for (int k = 0; k < K; ++k) v[k] = permute_chain<K>(f.to_cols[k], r);
+  }
+
+ private:
   using Chain = __m512i[kMaxChainK][kMaxChainK];
 
   // chain[o][s], s = 1..K-1: step s of output vector o's chain. Output lane i wants lane `lane` of
@@ -107,34 +135,6 @@ class Interleave16 {
     }
   }
 
-  // The chains' permute indices for one K, copied out of the object so that a kernel's loop can keep
-  // them in registers (a store through the output's float* could otherwise alias the members).
-  template <int K>
-  struct Fixed {
-    __m512i to_rows[K][K], to_cols[K][K];
-  };
-  template <int K>
-  Fixed<K> fixed() const {
-    static_assert(K <= kMaxChainK);
-    Fixed<K> f;
-    for (int o = 0; o < K; ++o)
-      for (int s = 0; s < K; ++s) f.to_rows[o][s] = to_rows_[o][s], f.to_cols[o][s] = to_cols_[o][s];
-    return f;
-  }
-  // v[k] (column k of 16 points, in registers) -> 16 rows of K at `rows`.
-  template <int K>
-  static C10_ALWAYS_INLINE void rows(const Fixed<K>& f, const __m512 (&v)[K], float* rows) {
-    for (int o = 0; o < K; ++o) _mm512_storeu_ps(rows + o * 16, permute_chain<K>(f.to_rows[o], v));
-  }
-  // The inverse: 16 contiguous rows of K at `rows` -> v[k], column k.
-  template <int K>
-  static C10_ALWAYS_INLINE void columns(const Fixed<K>& f, const float* rows, __m512 (&v)[K]) {
-    __m512 r[K];
-    for (int q = 0; q < K; ++q) r[q] = _mm512_loadu_ps(rows + q * 16);
-    for (int k = 0; k < K; ++k) v[k] = permute_chain<K>(f.to_cols[k], r);
-  }
-
- private:
   void chains(const Chain& chain, const float* in, int64_t in_stride, float* out, int64_t out_stride) const {
     switch (K_) {  // a fixed K unrolls the chains
       case 1: return chains<1>(chain, in, in_stride, out, out_stride);
@@ -196,20 +196,19 @@ class Interleave16 {
 #endif
 
 #if defined(CPU_CAPABILITY_AVX512)
-// Calls f(std::integral_constant<int, K>()) for K = 1..9, the widths the permute chains serve; false otherwise.
+// Calls f(std::integral_constant<int, K>()) for K = 1..9, the widths the permute chains serve.
 template <typename F>
-bool with_chain_width(int K, F&& f) {
+void with_chain_width(int K, F&& f) {
   switch (K) {
-    case 1: f(std::integral_constant<int, 1>()); return true;
-    case 2: f(std::integral_constant<int, 2>()); return true;
-    case 3: f(std::integral_constant<int, 3>()); return true;
-    case 4: f(std::integral_constant<int, 4>()); return true;
-    case 5: f(std::integral_constant<int, 5>()); return true;
-    case 6: f(std::integral_constant<int, 6>()); return true;
-    case 7: f(std::integral_constant<int, 7>()); return true;
-    case 8: f(std::integral_constant<int, 8>()); return true;
-    case 9: f(std::integral_constant<int, 9>()); return true;
-    default: return false;
+    case 1: return f(std::integral_constant<int, 1>());
+    case 2: return f(std::integral_constant<int, 2>());
+    case 3: return f(std::integral_constant<int, 3>());
+    case 4: return f(std::integral_constant<int, 4>());
+    case 5: return f(std::integral_constant<int, 5>());
+    case 6: return f(std::integral_constant<int, 6>());
+    case 7: return f(std::integral_constant<int, 7>());
+    case 8: return f(std::integral_constant<int, 8>());
+    case 9: return f(std::integral_constant<int, 9>());
   }
 }
 
@@ -231,7 +230,7 @@ int64_t features_blocks_in_registers(const float* x, int64_t sx, int64_t M, floa
       basis_values<B, float>(t.v[u], Vectorized<float>(1.f), K, [&](int k, const Vectorized<float>& p) { v[k] = p; });
       if (!increasing)
         for (int k = 0; k < K / 2; ++k) std::swap(v[k], v[K - 1 - k]);
-      Interleave16::rows<K>(chains, v, o + u * 16 * K);
+      Interleave16::store_rows<K>(chains, v, o + u * 16 * K);
     }
   }
   return blk;
@@ -277,10 +276,10 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
         const int n = static_cast<int>(std::min<int64_t>(L, M - i0));
         pages.reach(op + (i0 + n) * K);
         const Pack<T> t = map_to_window(load_lanes<T>(xp + i0 * sx, sx, n, fill), w);
-        scalar_t* o = op + i0 * K;
         basis_values<kBasis, T>(t, Pack<T>(T(1)), K, [&](int k, const Pack<T>& p) {
           p.store(tile.data() + size_t(increasing ? k : K - 1 - k) * L);
         });
+        scalar_t* o = op + i0 * K;
         // Pages FreshPages leaves unmapped (tasks under its 4 MB, partial pages) fault on first touch;
         // a fault taken by an AVX-512 masked store measured ~100 ns dearer than by a plain store
         // (Zen 4, 36 MB output: 17.5 -> 16.4 ms on one thread), so a plain byte store touches the
@@ -352,7 +351,7 @@ int64_t one_point_rows_in_registers(const float* x, int64_t sx, const float* c, 
     const Pack<float> t = map_to_window(load_lanes<float>(x + e0 * sx, sx, L, 0.f), w);
     for (int u = 0; u < kU; ++u) {
       __m512 r[K];
-      Interleave16::columns<K>(chains, c + (e0 + u * 16) * K, r);
+      Interleave16::load_columns<K>(chains, c + (e0 + u * 16) * K, r);
       V cv[K];
       for (int k = 0; k < K; ++k) cv[k] = r[k];
       if constexpr (Order == 0) {
@@ -456,10 +455,10 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
       const int64_t e0 = blk * L;
       const int n = static_cast<int>(std::min<int64_t>(L, M - e0));
       if (s.N == 1) {  // one point per row (features' backward): lane j is row e0 + j
-        const scalar_t* cb = s.c + e0 * s.scr;
         for (int j = 0; j < n; ++j) xs[j] = T(s.x[(e0 + j) * s.sxr]);
         if (wp)
           for (int j = 0; j < n; ++j) ws[j] = T(wp[(e0 + j) * swr]);
+        const scalar_t* cb = s.c + e0 * s.scr;
         bool gathered = false;
 #if defined(CPU_CAPABILITY_AVX512)
         if constexpr (std::is_same_v<scalar_t, float>) {
