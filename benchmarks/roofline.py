@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import mmap
 import os
 import sys
 import warnings
@@ -191,7 +192,10 @@ def _populate_page_time(nbytes: int, min_run_time: float) -> Optional[float]:
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, MADV_NOHUGEPAGE, MADV_POPULATE_WRITE = 0x3, 0x22, 15, 23
+    # The flags' values differ between architectures: Python's mmap module has this platform's.
+    PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    MADV_NOHUGEPAGE = getattr(mmap, "MADV_NOHUGEPAGE", None)
+    MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14; Python names it from 3.13
     page = os.sysconf("SC_PAGE_SIZE")
     threads = max(1, torch.get_num_threads())
     part = -(-nbytes // page // threads) * page  # each thread's share, whole pages
@@ -207,7 +211,8 @@ def _populate_page_time(nbytes: int, min_run_time: float) -> Optional[float]:
             failed.append("mmap")
             return
         try:
-            libc.madvise(p, part * threads, MADV_NOHUGEPAGE)  # base pages, as the cases' outputs fault in
+            if MADV_NOHUGEPAGE is not None:  # base pages, as the cases' outputs fault in
+                libc.madvise(p, part * threads, MADV_NOHUGEPAGE)
             list(pool.map(populate, [p + i * part for i in range(threads)]))
         finally:
             libc.munmap(p, part * threads)
