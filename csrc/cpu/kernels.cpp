@@ -253,7 +253,8 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
       // Column k of L points lands in row k of the tile (row K-1-k for decreasing order); the
       // output wants L rows of K: Interleave16 on AVX-512 (float lanes; half types then convert
       // the rows in registers), else a scalar copy, which measured faster than at::vec's
-      // masked-store transpose or gathers on AMD Zen 4.
+      // masked-store transpose or gathers on AMD Zen 4. float32 blocks of up to 7 columns skip the
+      // tile (features_blocks_in_registers); the loop below takes what they leave.
       std::vector<T> tile(size_t(K) * L);
 #if defined(CPU_CAPABILITY_AVX512)
       constexpr bool kHalf = kHalfInFloat<T, scalar_t>;
