@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "basis.h"
 
@@ -50,55 +51,145 @@ struct MatRef {
   C10_HOST_DEVICE V& operator()(int i, int j) const { return p[(int64_t(i) * ld + j) * es]; }
 };
 
+// Whether a column's sum of squares sigma lies within [lo, hi]: no square that matters underflowed
+// (rows * min < eps * sigma for up to 1 / eps rows), and neither h <= 2 sigma nor the products
+// v0 R_jl, M_qj M_ql with columns up to max^(3/4) / rows overflow.
+template <typename T, typename V>
+C10_HOST_DEVICE inline bool sigma_in_range(const V& sigma) {
+  using lim = std::numeric_limits<T>;
+  const V lo(lim::min() / (lim::epsilon() * lim::epsilon())), hi(vsqrt(lim::max()));
+  return all_lanes((sigma > lo) & (sigma < hi));
+}
+
+// The rare case of sigma_in_range failing (NaN lanes too): M's column j (rows q < rows) is divided
+// by its scale a in place, returned with r = R_jj / a and the scaled column's sigma.
+template <typename T, typename V>
+C10_HOST_DEVICE inline V rescale_column(const MatRef<V>& M, int rows, int j, const V& rjj, V& r, V& sigma) {
+  V amax = vabs(rjj);
+  for (int q = 0; q < rows; ++q) amax = vmax(amax, vabs(M(q, j)));
+  const V scale = column_scale<T>(amax);
+  const V inv = V(T(1)) / scale;
+  r = rjj * inv;
+  sigma = r * r;
+  for (int q = 0; q < rows; ++q) {
+    const V m = M(q, j) * inv;
+    M(q, j) = m;  // M's column j is read again only scaled
+    sigma = fmadd(m, m, sigma);
+  }
+  return scale;
+}
+
+// The Householder reflection of column j: [R_jj; M's column j] with sigma its (scaled) sum of
+// squares, r the scaled R_jj. When the column was rescaled, the reflection is built from the column
+// divided by its scale a (v^ = v / a, h^ = |v^|^2 / 2): the update f v = (v.col / h) v equals
+// (v^.col / h^) v^, and only R_jj = a alpha^ needs a back.
+template <typename T, typename V>
+struct Reflection {
+  V v0, hinv, rjj;  // v's first entry, 1 / h (0 for a zero column), the new R_jj
+
+  C10_HOST_DEVICE Reflection(const V& rjj_old, const V& r, const V& sigma, const V& scale) {
+    const V zero(T(0)), one(T(1));
+    const V norm = vsqrt(sigma);
+    // alpha takes the sign opposite to R_jj, so v0 = R_jj - alpha never cancels and h >= sigma.
+    const V alpha = select(rjj_old < zero, norm, zero - norm);
+    v0 = r - alpha;
+    const V h = sigma - r * alpha;
+    // A zero column (h = 0) needs no reflection; the guard keeps 0/0 out of that lane.
+    hinv = select(h > zero, one / h, zero);
+    rjj = select(h > zero, alpha * scale, rjj_old);
+  }
+  // Reflects column l given `dot`, the dot product of M's columns j and l: updates R_jl and returns
+  // the factor f with which M's column l takes away f times M's column j.
+  C10_HOST_DEVICE V apply_to_row(V& rjl, const V& dot) const {
+    const V f = fmadd(v0, rjl, dot) * hinv;
+    rjl = fnmadd(f, v0, rjl);
+    return f;
+  }
+};
+
 // Folds `rows` rows M (rows x (K + 1): basis values, then the right-hand side) into the triangle
 // R (K x (K + 1)) and adds the rows' share of the residual to `resid`. M is overwritten.
 // The reflection of column j acts on R's row j and M's rows only: R's rows below j are zero there.
-// When the column needs it, the reflection is built from the column divided by its scale a
-// (v^ = v / a, h^ = |v^|^2 / 2): the update f v = (v.col / h) v equals (v^.col / h^) v^, and only
-// R_jj = a alpha^ needs a back.
 template <typename T, typename V>
 C10_HOST_DEVICE inline void qr_update(const MatRef<V>& R, const MatRef<V>& M, int rows, int K, V& resid) {
-  const V zero(T(0)), one(T(1));
-  // sigma within [lo, hi]: no square that matters underflowed (rows * min < eps * sigma for up to
-  // 1 / eps rows), and neither h <= 2 sigma nor the products v0 R_jl, M_qj M_ql with columns up to
-  // max^(3/4) / rows overflow.
-  using lim = std::numeric_limits<T>;
-  const V lo(lim::min() / (lim::epsilon() * lim::epsilon())), hi(vsqrt(lim::max()));
   for (int j = 0; j < K; ++j) {
     const V rjj = R(j, j);
-    V r = rjj, scale = one;
+    V r = rjj, scale(T(1));
     V sigma = r * r;
     for (int q = 0; q < rows; ++q) sigma = fmadd(M(q, j), M(q, j), sigma);
-    if (!all_lanes((sigma > lo) & (sigma < hi))) {  // rare: rescale the column (NaN lanes too)
-      V amax = vabs(rjj);
-      for (int q = 0; q < rows; ++q) amax = vmax(amax, vabs(M(q, j)));
-      scale = column_scale<T>(amax);
-      const V inv = one / scale;
-      r = rjj * inv;
-      sigma = r * r;
-      for (int q = 0; q < rows; ++q) {
-        const V m = M(q, j) * inv;
-        M(q, j) = m;  // M's column j is read again only scaled
-        sigma = fmadd(m, m, sigma);
-      }
-    }
-    const V norm = vsqrt(sigma);
-    // alpha takes the sign opposite to R_jj, so v0 = R_jj - alpha never cancels and h >= sigma.
-    const V alpha = select(rjj < zero, norm, zero - norm);
-    const V v0 = r - alpha;
-    const V h = sigma - r * alpha;
-    // A zero column (h = 0) needs no reflection; the guard keeps 0/0 out of that lane.
-    const V hinv = select(h > zero, one / h, zero);
+    if (!sigma_in_range<T>(sigma)) scale = rescale_column<T>(M, rows, j, rjj, r, sigma);
+    const Reflection<T, V> ref(rjj, r, sigma, scale);
     for (int l = j + 1; l <= K; ++l) {
-      V s = v0 * R(j, l);
-      for (int q = 0; q < rows; ++q) s = fmadd(M(q, j), M(q, l), s);
-      const V f = s * hinv;
-      R(j, l) = fnmadd(f, v0, R(j, l));
+      V dot(T(0));
+      for (int q = 0; q < rows; ++q) dot = fmadd(M(q, j), M(q, l), dot);
+      const V f = ref.apply_to_row(R(j, l), dot);
       for (int q = 0; q < rows; ++q) M(q, l) = fnmadd(f, M(q, j), M(q, l));
     }
-    R(j, j) = select(h > zero, alpha * scale, rjj);
+    R(j, j) = ref.rjj;
   }
   for (int q = 0; q < rows; ++q) resid = fmadd(M(q, K), M(q, K), resid);
+}
+
+// Calls f(std::integral_constant<int, I>()) for I = From, ..., To - 1 in order: loop bodies whose
+// array indices are constants, so that the arrays live in registers.
+template <int From, int To, typename F>
+C10_ALWAYS_INLINE void static_for(F&& f) {
+  if constexpr (From < To) {
+    f(std::integral_constant<int, From>());
+    static_for<From + 1, To>(f);
+  }
+}
+
+// qr_update with K + 1 = W1 known at compile time, for a V narrow enough that a row's worth of
+// dot products and factors stays in registers (the CPU kernel's single vectors): one pass over M
+// per column instead of 2 (K - j) + 1. The pass for column j applies column j - 1's pending update
+// to each row, stores the row and accumulates the dot products of column j with itself (sigma) and
+// every column right of it. The last pass needs only the updated right-hand side's squares, so it
+// stores nothing.
+template <typename T, int W1, typename V>
+inline void qr_update_fused(const MatRef<V>& R, const MatRef<V>& M, int rows, V& resid) {
+  static_assert(W1 >= 2, "one basis column and the right-hand side at least");
+  constexpr int K = W1 - 1;
+  const V zero(T(0));
+  V f[W1] = {};  // column j - 1's factors: M(q, l) -= f[l] M(q, j - 1) for l >= j
+  static_for<0, K>([&](auto jc) {
+    constexpr int j = decltype(jc)::value;
+    V dot[W1], fj[W1];  // fj: f copied into the step's own registers
+    static_for<j, W1>([&](auto l) {
+      dot[l] = zero;
+      fj[l] = f[l];
+    });
+    for (int q = 0; q < rows; ++q) {
+      V prev = zero, mj = zero;
+      if constexpr (j > 0) prev = M(q, j - 1);
+      static_for<j, W1>([&](auto l) {
+        V m = M(q, l);
+        if constexpr (j > 0) {
+          m = fnmadd(fj[l], prev, m);
+          M(q, l) = m;
+        }
+        if constexpr (l == j) mj = m;
+        dot[l] = fmadd(mj, m, dot[l]);
+      });
+    }
+    const V rjj = R(j, j);
+    V r = rjj, scale(T(1));
+    V sigma = fmadd(r, r, dot[j]);
+    if (!sigma_in_range<T>(sigma)) {  // rare: the column divided by its scale, its dots again
+      scale = rescale_column<T>(M, rows, j, rjj, r, sigma);
+      static_for<j + 1, W1>([&](auto l) {
+        dot[l] = zero;
+        for (int q = 0; q < rows; ++q) dot[l] = fmadd(M(q, j), M(q, l), dot[l]);
+      });
+    }
+    const Reflection<T, V> ref(rjj, r, sigma, scale);
+    static_for<j + 1, W1>([&](auto l) { f[l] = ref.apply_to_row(R(j, l), dot[l]); });
+    R(j, j) = ref.rjj;
+  });
+  for (int q = 0; q < rows; ++q) {
+    const V b = fnmadd(f[K], M(q, K - 1), M(q, K));
+    resid = fmadd(b, b, resid);
+  }
 }
 
 // c = R^-1 Q^T b by back substitution, c[k * cs] for k < K.

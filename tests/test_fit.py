@@ -213,6 +213,23 @@ def test_kernel_matches_reference_many_shapes():
 
 
 @pytest.mark.skipif(not COMPILED, reason="compiled ops not built")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_kernel_every_width_against_reference(dtype):
+    # Each K + 1 up to the fused QR's limit has code of its own (csrc/lstsq.h, qr_update_fused);
+    # wider fits take the generic QR. Every degree on both sides of the limit, R around the lanes.
+    for degree in range(0, 11):
+        for R in (1, 9, 40):
+            x, y, w = _curves(R, 3 * degree + 5, seed=100 * degree + R)
+            args = [torch.from_numpy(a) for a in (x, y, w)]
+            c, r, ill = torch.ops.polyfit.fit(*(a.to(dtype) for a in args), degree, "legendre", None)
+            cr, rr, _ = reference.fit(args[0], args[1], degree, "legendre", args[2])
+            assert not ill.any()
+            tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-3, atol=2e-3)
+            torch.testing.assert_close(c.double(), cr, **tol, msg=f"degree {degree}, {R} curves")
+            torch.testing.assert_close(r.double(), rr, **tol, msg=f"degree {degree}, {R} curves")
+
+
+@pytest.mark.skipif(not COMPILED, reason="compiled ops not built")
 def test_opcheck(device):
     x, y, w = (torch.from_numpy(a).to(device) for a in _curves(5, 12, seed=18))
     torch.library.opcheck(torch.ops.polyfit.fit.default, (x, y, w, 3, "chebyshev", None))

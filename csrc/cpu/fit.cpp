@@ -23,10 +23,27 @@ namespace {
 
 constexpr int64_t kSegment = 1024;
 
-template <Basis B, typename T>
+// Up to this K + 1 (degree 7) each lane's QR runs qr_update_fused with one vector per pack, its dot
+// products and factors in registers; wider fits run qr_update on packs of kU vectors, whose
+// independent vectors hide the latency of its one dot product at a time.
+constexpr int kMaxFusedWidth = 9;
+
+// [R | Q^T b] folded with `rows` more rows M (lstsq.h).
+template <typename T, int U>
+void fold_rows(const MatRef<Pack<T, U>>& R, const MatRef<Pack<T, U>>& M, int rows, int K, Pack<T, U>& res) {
+  if constexpr (U == 1) {
+    with_width(K + 1, [&](auto w) {
+      if constexpr (decltype(w)::value >= 2) qr_update_fused<T, decltype(w)::value>(R, M, rows, res);
+    });
+  } else {
+    qr_update<T>(R, M, rows, K, res);
+  }
+}
+
+template <Basis B, typename T, int U>
 void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeffs, Tensor& resid, Tensor& ill,
                 const Domain& dom) {
-  using P = Pack<T>;
+  using P = Pack<T, U>;
   constexpr int L = P::kLanes;
   const int64_t R = x.size(0), N = x.size(1);
   const int K = static_cast<int>(coeffs.size(1)), W1 = K + 1;
@@ -55,13 +72,16 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
 
   at::parallel_for(0, ceil_div(items, L), 1, [&](int64_t g0, int64_t g1) {
     std::vector<P> Rm(RS), M(size_t(C) * W1), c(K);
-    alignas(64) T xb[L], yb[L], wb[L], out[L], probe[L], bound[L];
+    // A chunk's x, y and weights, lane-minor: each lane's points are read in order, and the rows'
+    // packs load from stores long retired (a pack loaded right after its lanes' scalar stores
+    // waits for them to reach the cache).
+    std::vector<T> xs(size_t(C) * L), ys(size_t(C) * L), ws(size_t(C) * L);
+    alignas(64) T out[L], probe[L], bound[L];
     int64_t xo[L], yo[L], wo[L], len[L];
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t i0 = g * L;
       const int cnt = static_cast<int>(std::min<int64_t>(L, items - i0));
       int64_t longest = 0;
-      bool uniform = true;  // every lane has `seg_len` rows: no per-lane masking needed
       for (int j = 0; j < L; ++j) {
         // A lane past the last item repeats item i0 (valid memory, finite); its result is dropped.
         const int64_t item = i0 + (j < cnt ? j : 0);
@@ -71,39 +91,38 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         wo[j] = r * swr + n0 * swn;
         len[j] = std::min(seg_len, N - n0);
         longest = std::max(longest, len[j]);
-        uniform = uniform && len[j] == seg_len;
       }
       std::fill(Rm.begin(), Rm.end(), P(T(0)));
       P res(T(0));
       const MatRef<P> Rref{Rm.data(), W1, 1}, Mref{M.data(), W1, 1};
       for (int64_t q0 = 0; q0 < longest; q0 += C) {
         const int c_rows = static_cast<int>(std::min<int64_t>(C, longest - q0));
-        for (int q = 0; q < c_rows; ++q) {
-          const int64_t n = q0 + q;
-          P wv(T(1));
-          if (uniform) {
-            for (int j = 0; j < L; ++j) xb[j] = xp[xo[j] + n * sxn];
-            for (int j = 0; j < L; ++j) yb[j] = yp[yo[j] + n * syn];
-            if (wp) {
-              for (int j = 0; j < L; ++j) wb[j] = wp[wo[j] + n * swn];
-              wv = P::load(wb);
-            }
-          } else {  // a lane past its segment's end adds a zero row (weight 0): no change
-            for (int j = 0; j < L; ++j) {
-              const bool live = n < len[j];
-              xb[j] = live ? xp[xo[j] + n * sxn] : fill;
-              yb[j] = live ? yp[yo[j] + n * syn] : T(0);
-              wb[j] = live ? (wp ? wp[wo[j] + n * swn] : T(1)) : T(0);
-            }
-            wv = P::load(wb);
+        for (int j = 0; j < L; ++j) {
+          // A lane past its segment's end adds a zero row (weight 0): no change.
+          const int live = static_cast<int>(std::clamp<int64_t>(len[j] - q0, 0, c_rows));
+          const T* xj = xp + xo[j] + q0 * sxn;
+          const T* yj = yp + yo[j] + q0 * syn;
+          const T* wj = wp ? wp + wo[j] + q0 * swn : nullptr;
+          for (int q = 0; q < live; ++q) {
+            xs[q * L + j] = xj[q * sxn];
+            ys[q * L + j] = yj[q * syn];
+            ws[q * L + j] = wj ? wj[q * swn] : T(1);
           }
-          const P t = map_to_window(P::load(xb), win);
-          basis_values<B, T>(t, wv, K, [&](int k, const P& p) { Mref(q, k) = p; });  // rows carry the weight
-          Mref(q, K) = P::load(yb) * wv;
+          for (int q = live; q < c_rows; ++q) {
+            xs[q * L + j] = fill;
+            ys[q * L + j] = T(0);
+            ws[q * L + j] = T(0);
+          }
         }
-        qr_update<T>(Rref, Mref, c_rows, K, res);
+        for (int q = 0; q < c_rows; ++q) {
+          const P wv = P::load(ws.data() + q * L);
+          const P t = map_to_window(P::load(xs.data() + q * L), win);
+          basis_values<B, T>(t, wv, K, [&](int k, const P& p) { Mref(q, k) = p; });  // rows carry the weight
+          Mref(q, K) = P::load(ys.data() + q * L) * wv;
+        }
+        fold_rows<T, U>(Rref, Mref, c_rows, K, res);
       }
-      if (whole) {
+  if (whole) {
         qr_back_substitute<T>(Rref, K, c.data(), 1);
         qr_nonfinite_probe<T>(Rref, K, res).store(probe);
         res.store(out);
@@ -146,7 +165,13 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
 void fit_cpu(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeffs, Tensor& resid, Tensor& ill,
              Basis basis, const Domain& dom) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "polyfit_fit", [&] {
-    POLYFIT_DISPATCH_BASIS(basis, [&] { fit_kernel<kBasis, scalar_t>(x, y, w, coeffs, resid, ill, dom); });
+    POLYFIT_DISPATCH_BASIS(basis, [&] {
+      if (coeffs.size(1) + 1 <= kMaxFusedWidth) {
+        fit_kernel<kBasis, scalar_t, 1>(x, y, w, coeffs, resid, ill, dom);
+      } else {
+        fit_kernel<kBasis, scalar_t, kU>(x, y, w, coeffs, resid, ill, dom);
+      }
+    });
   });
 }
 

@@ -196,22 +196,6 @@ class Interleave16 {
 #endif
 
 #if defined(CPU_CAPABILITY_AVX512)
-// Calls f(std::integral_constant<int, K>()) for K = 1..9, the widths the permute chains serve.
-template <typename F>
-void with_chain_width(int K, F&& f) {
-  switch (K) {
-    case 1: return f(std::integral_constant<int, 1>());
-    case 2: return f(std::integral_constant<int, 2>());
-    case 3: return f(std::integral_constant<int, 3>());
-    case 4: return f(std::integral_constant<int, 4>());
-    case 5: return f(std::integral_constant<int, 5>());
-    case 6: return f(std::integral_constant<int, 6>());
-    case 7: return f(std::integral_constant<int, 7>());
-    case 8: return f(std::integral_constant<int, 8>());
-    case 9: return f(std::integral_constant<int, 9>());
-  }
-}
-
 // features in float32, K <= 7: each 16 points' K columns stay in registers and go straight through
 // the permute chains to the output rows (no tile round trip). Runs the task's full blocks of L points
 // from blk on and returns the first block left (a partial last one).
@@ -266,7 +250,7 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
       int64_t blk = b0;
 #if defined(CPU_CAPABILITY_AVX512)
       if constexpr (std::is_same_v<scalar_t, float>) {
-        with_chain_width(K, [&](auto k) {
+        with_width(K, [&](auto k) {
           if constexpr (k <= Interleave16::kMaxRowsChainK)
             blk = features_blocks_in_registers<kBasis, k>(xp, sx, M, op, blk, b1, w, increasing, *interleave, pages);
         });
@@ -443,7 +427,7 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
 #if defined(CPU_CAPABILITY_AVX512)
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (columns && s.sck == 1 && s.scr == K && !wp && order <= 1) {
-        with_chain_width(K, [&](auto k) {
+        with_width(K, [&](auto k) {
           if (order == 0)
             blk = one_point_rows_in_registers<B, k, 0>(s.x, s.sxr, s.c, M, out, blk, b1, w, scale_pow, *columns);
           else if constexpr (k > 1)

@@ -32,32 +32,34 @@ using at::vec::Vectorized;
 // U chains in flight keep the FMA units busy instead of waiting on latency.
 constexpr int kU = 4;
 
-template <typename T>
+// U vectors per pack: kU for the element-wise kernels; 1 where a kernel keeps many packs of its own
+// in registers (the fit's fused QR, csrc/lstsq.h).
+template <typename T, int U = kU>
 struct Pack {
   using Vec = Vectorized<T>;
   static constexpr int kWidth = Vec::size();
-  static constexpr int kLanes = kU * kWidth;
-  Vec v[kU];
+  static constexpr int kLanes = U * kWidth;
+  Vec v[U];
 
   Pack() = default;
   explicit Pack(T s) {
-    for (int u = 0; u < kU; ++u) v[u] = Vec(s);
+    for (int u = 0; u < U; ++u) v[u] = Vec(s);
   }
   static Pack load(const T* p) {
     Pack r;
-    for (int u = 0; u < kU; ++u) r.v[u] = Vec::loadu(p + u * kWidth);
+    for (int u = 0; u < U; ++u) r.v[u] = Vec::loadu(p + u * kWidth);
     return r;
   }
   void store(T* p) const {
-    for (int u = 0; u < kU; ++u) v[u].store(p + u * kWidth);
+    for (int u = 0; u < U; ++u) v[u].store(p + u * kWidth);
   }
 };
 
 #define POLYFIT_PACK_OP(OP)                                              \
-  template <typename T>                                                  \
-  C10_ALWAYS_INLINE Pack<T> operator OP(const Pack<T>& a, const Pack<T>& b) {       \
-    Pack<T> r;                                                           \
-    for (int u = 0; u < kU; ++u) r.v[u] = a.v[u] OP b.v[u];              \
+  template <typename T, int U>                                           \
+  C10_ALWAYS_INLINE Pack<T, U> operator OP(const Pack<T, U>& a, const Pack<T, U>& b) { \
+    Pack<T, U> r;                                                        \
+    for (int u = 0; u < U; ++u) r.v[u] = a.v[u] OP b.v[u];               \
     return r;                                                            \
   }
 POLYFIT_PACK_OP(+)
@@ -70,10 +72,10 @@ POLYFIT_PACK_OP(>)
 #undef POLYFIT_PACK_OP
 
 #define POLYFIT_PACK_FMA(NAME)                                                      \
-  template <typename T>                                                             \
-  C10_ALWAYS_INLINE Pack<T> NAME(const Pack<T>& a, const Pack<T>& b, const Pack<T>& c) {       \
-    Pack<T> r;                                                                      \
-    for (int u = 0; u < kU; ++u) r.v[u] = at::vec::NAME(a.v[u], b.v[u], c.v[u]);    \
+  template <typename T, int U>                                                      \
+  C10_ALWAYS_INLINE Pack<T, U> NAME(const Pack<T, U>& a, const Pack<T, U>& b, const Pack<T, U>& c) { \
+    Pack<T, U> r;                                                                   \
+    for (int u = 0; u < U; ++u) r.v[u] = at::vec::NAME(a.v[u], b.v[u], c.v[u]);     \
     return r;                                                                       \
   }
 POLYFIT_PACK_FMA(fmadd)
@@ -82,55 +84,55 @@ POLYFIT_PACK_FMA(fnmadd)
 #undef POLYFIT_PACK_FMA
 
 // Lane-wise functions for the least-squares and layer kernels (csrc/lstsq.h, cpu/polylinear.cpp).
-template <typename T>
-C10_ALWAYS_INLINE Pack<T> vsqrt(const Pack<T>& a) {
-  Pack<T> r;
-  for (int u = 0; u < kU; ++u) r.v[u] = a.v[u].sqrt();
+template <typename T, int U>
+C10_ALWAYS_INLINE Pack<T, U> vsqrt(const Pack<T, U>& a) {
+  Pack<T, U> r;
+  for (int u = 0; u < U; ++u) r.v[u] = a.v[u].sqrt();
   return r;
 }
-template <typename T>
-C10_ALWAYS_INLINE Pack<T> vabs(const Pack<T>& a) {
-  Pack<T> r;
-  for (int u = 0; u < kU; ++u) r.v[u] = a.v[u].abs();
+template <typename T, int U>
+C10_ALWAYS_INLINE Pack<T, U> vabs(const Pack<T, U>& a) {
+  Pack<T, U> r;
+  for (int u = 0; u < U; ++u) r.v[u] = a.v[u].abs();
   return r;
 }
-template <typename T>
-C10_ALWAYS_INLINE Pack<T> vmax(const Pack<T>& a, const Pack<T>& b) {
-  Pack<T> r;
-  for (int u = 0; u < kU; ++u) r.v[u] = at::vec::maximum(a.v[u], b.v[u]);
+template <typename T, int U>
+C10_ALWAYS_INLINE Pack<T, U> vmax(const Pack<T, U>& a, const Pack<T, U>& b) {
+  Pack<T, U> r;
+  for (int u = 0; u < U; ++u) r.v[u] = at::vec::maximum(a.v[u], b.v[u]);
   return r;
 }
 // True when every lane of a comparison mask (all-ones lanes where true) is set.
-template <typename T>
-C10_ALWAYS_INLINE bool all_lanes(const Pack<T>& m) {
-  for (int u = 0; u < kU; ++u)
+template <typename T, int U>
+C10_ALWAYS_INLINE bool all_lanes(const Pack<T, U>& m) {
+  for (int u = 0; u < U; ++u)
     if (m.v[u].zero_mask() != 0) return false;  // zero_mask: a bit per lane equal to 0 (false)
   return true;
 }
-template <typename T>
-C10_ALWAYS_INLINE Pack<T> vtanh(const Pack<T>& a) {
-  Pack<T> r;
-  for (int u = 0; u < kU; ++u) r.v[u] = a.v[u].tanh();
+template <typename T, int U>
+C10_ALWAYS_INLINE Pack<T, U> vtanh(const Pack<T, U>& a) {
+  Pack<T, U> r;
+  for (int u = 0; u < U; ++u) r.v[u] = a.v[u].tanh();
   return r;
 }
 
 // The domain-map helpers of basis.h, lane-wise.
-template <typename T>
-C10_ALWAYS_INLINE Pack<T> inside(const Pack<T>& x, const Pack<T>& lo, const Pack<T>& hi) {
-  Pack<T> r;
-  for (int u = 0; u < kU; ++u) r.v[u] = (x.v[u] >= lo.v[u]) & (x.v[u] <= hi.v[u]);
+template <typename T, int U>
+C10_ALWAYS_INLINE Pack<T, U> inside(const Pack<T, U>& x, const Pack<T, U>& lo, const Pack<T, U>& hi) {
+  Pack<T, U> r;
+  for (int u = 0; u < U; ++u) r.v[u] = (x.v[u] >= lo.v[u]) & (x.v[u] <= hi.v[u]);
   return r;
 }
-template <typename T>
-C10_ALWAYS_INLINE Pack<T> select(const Pack<T>& mask, const Pack<T>& a, const Pack<T>& b) {
-  Pack<T> r;
-  for (int u = 0; u < kU; ++u) r.v[u] = Vectorized<T>::blendv(b.v[u], a.v[u], mask.v[u]);
+template <typename T, int U>
+C10_ALWAYS_INLINE Pack<T, U> select(const Pack<T, U>& mask, const Pack<T, U>& a, const Pack<T, U>& b) {
+  Pack<T, U> r;
+  for (int u = 0; u < U; ++u) r.v[u] = Vectorized<T>::blendv(b.v[u], a.v[u], mask.v[u]);
   return r;
 }
-template <typename T>
-C10_ALWAYS_INLINE Pack<T> clamp_unit(const Pack<T>& t) {
-  Pack<T> r;
-  for (int u = 0; u < kU; ++u) r.v[u] = at::vec::clamp(t.v[u], Vectorized<T>(T(-1)), Vectorized<T>(T(1)));
+template <typename T, int U>
+C10_ALWAYS_INLINE Pack<T, U> clamp_unit(const Pack<T, U>& t) {
+  Pack<T, U> r;
+  for (int u = 0; u < U; ++u) r.v[u] = at::vec::clamp(t.v[u], Vectorized<T>(T(-1)), Vectorized<T>(T(1)));
   return r;
 }
 
@@ -194,6 +196,23 @@ C10_ALWAYS_INLINE void store_lanes(const Pack<T>& v, scalar_t* p, int count) {
   alignas(64) T buf[Pack<T>::kLanes];
   v.store(buf);
   for (int i = 0; i < count; ++i) p[i] = scalar_t(buf[i]);
+}
+
+// Calls f(std::integral_constant<int, K>()) for K = 1..9, for kernels that keep K vectors per point
+// in registers (arrays indexed by constants); other K call nothing.
+template <typename F>
+void with_width(int K, F&& f) {
+  switch (K) {
+    case 1: return f(std::integral_constant<int, 1>());
+    case 2: return f(std::integral_constant<int, 2>());
+    case 3: return f(std::integral_constant<int, 3>());
+    case 4: return f(std::integral_constant<int, 4>());
+    case 5: return f(std::integral_constant<int, 5>());
+    case 6: return f(std::integral_constant<int, 6>());
+    case 7: return f(std::integral_constant<int, 7>());
+    case 8: return f(std::integral_constant<int, 8>());
+    case 9: return f(std::integral_constant<int, 9>());
+  }
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
