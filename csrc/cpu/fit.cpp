@@ -97,16 +97,21 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
       const MatRef<P> Rref{Rm.data(), W1, 1}, Mref{M.data(), W1, 1};
       for (int64_t q0 = 0; q0 < longest; q0 += C) {
         const int c_rows = static_cast<int>(std::min<int64_t>(C, longest - q0));
+        // Unit weights need no scratch unless some lane's segment ends within the chunk.
+        bool unit = !wp;
+        for (int j = 0; j < L; ++j) unit = unit && len[j] - q0 >= c_rows;
         for (int j = 0; j < L; ++j) {
           // A lane past its segment's end adds a zero row (weight 0): no change.
           const int live = static_cast<int>(std::clamp<int64_t>(len[j] - q0, 0, c_rows));
           const T* xj = xp + xo[j] + q0 * sxn;
           const T* yj = yp + yo[j] + q0 * syn;
-          const T* wj = wp ? wp + wo[j] + q0 * swn : nullptr;
           for (int q = 0; q < live; ++q) {
             xs[q * L + j] = xj[q * sxn];
             ys[q * L + j] = yj[q * syn];
-            ws[q * L + j] = wj ? wj[q * swn] : T(1);
+          }
+          if (!unit) {
+            const T* wj = wp ? wp + wo[j] + q0 * swn : nullptr;
+            for (int q = 0; q < live; ++q) ws[q * L + j] = wj ? wj[q * swn] : T(1);
           }
           for (int q = live; q < c_rows; ++q) {
             xs[q * L + j] = fill;
@@ -115,7 +120,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
           }
         }
         for (int q = 0; q < c_rows; ++q) {
-          const P wv = P::load(ws.data() + q * L);
+          const P wv = unit ? P(T(1)) : P::load(ws.data() + q * L);
           const P t = map_to_window(P::load(xs.data() + q * L), win);
           basis_values<B, T>(t, wv, K, [&](int k, const P& p) { Mref(q, k) = p; });  // rows carry the weight
           Mref(q, K) = P::load(ys.data() + q * L) * wv;
