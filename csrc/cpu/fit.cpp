@@ -127,7 +127,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         }
         fold_rows<T, U>(Rref, Mref, c_rows, K, res);
       }
-  if (whole) {
+      if (whole) {
         qr_back_substitute<T>(Rref, K, c.data(), 1);
         qr_nonfinite_probe<T>(Rref, K, res).store(probe);
         res.store(out);
