@@ -55,7 +55,7 @@ struct MatRef {
 // (rows * min < eps * sigma for up to 1 / eps rows), and neither h <= 2 sigma nor the products
 // v0 R_jl, M_qj M_ql with columns up to max^(3/4) / rows overflow.
 template <typename T, typename V>
-C10_HOST_DEVICE inline bool sigma_in_range(const V& sigma) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool sigma_in_range(const V& sigma) {
   using lim = std::numeric_limits<T>;
   const V lo(lim::min() / (lim::epsilon() * lim::epsilon())), hi(vsqrt(lim::max()));
   return all_lanes((sigma > lo) & (sigma < hi));
@@ -87,7 +87,7 @@ template <typename T, typename V>
 struct Reflection {
   V v0, hinv, rjj;  // v's first entry, 1 / h (0 for a zero column), the new R_jj
 
-  C10_HOST_DEVICE Reflection(const V& rjj_old, const V& r, const V& sigma, const V& scale) {
+  C10_HOST_DEVICE C10_ALWAYS_INLINE Reflection(const V& rjj_old, const V& r, const V& sigma, const V& scale) {
     const V zero(T(0)), one(T(1));
     const V norm = vsqrt(sigma);
     // alpha takes the sign opposite to R_jj, so v0 = R_jj - alpha never cancels and h >= sigma.
@@ -100,7 +100,7 @@ struct Reflection {
   }
   // Reflects column l given `dot`, the dot product of M's columns j and l: updates R_jl and returns
   // the factor f with which M's column l takes away f times M's column j.
-  C10_HOST_DEVICE V apply_to_row(V& rjl, const V& dot) const {
+  C10_HOST_DEVICE C10_ALWAYS_INLINE V apply_to_row(V& rjl, const V& dot) const {
     const V f = fmadd(v0, rjl, dot) * hinv;
     rjl = fnmadd(f, v0, rjl);
     return f;

@@ -40,6 +40,41 @@ void fold_rows(const MatRef<Pack<T, U>>& R, const MatRef<Pack<T, U>>& M, int row
   }
 }
 
+// dst[q * L + j] = src[j][q] for q < n: L lanes' contiguous points, lane-minor. With AVX-512,
+// float64 moves by 8 x 8 transposes in registers, 8 times fewer instructions than element moves.
+template <typename T, int L>
+void transpose_lanes(const T* const* src, int n, T* dst) {
+  int q0 = 0;
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<T, double> && L == 8) {
+    for (; q0 + 8 <= n; q0 += 8) {
+      __m512d r[8], t[8], u[8];
+      for (int j = 0; j < 8; ++j) r[j] = _mm512_loadu_pd(src[j] + q0);
+      for (int j = 0; j < 8; j += 2) {  // t[j] = (r_j,0 r_j+1,0 r_j,2 ...), t[j + 1] the odd points
+        t[j] = _mm512_unpacklo_pd(r[j], r[j + 1]);
+        t[j + 1] = _mm512_unpackhi_pd(r[j], r[j + 1]);
+      }
+      for (int j = 0; j < 8; j += 4) {  // pairs of points 4 apart, from 4 lanes
+        u[j] = _mm512_shuffle_f64x2(t[j], t[j + 2], 0x88);
+        u[j + 1] = _mm512_shuffle_f64x2(t[j], t[j + 2], 0xDD);
+        u[j + 2] = _mm512_shuffle_f64x2(t[j + 1], t[j + 3], 0x88);
+        u[j + 3] = _mm512_shuffle_f64x2(t[j + 1], t[j + 3], 0xDD);
+      }
+      // u[0]: points 0 and 4 of lanes 0-3, u[1]: 2 and 6, u[2]: 1 and 5, u[3]: 3 and 7; u[4..7] lanes 4-7.
+      constexpr int first[4] = {0, 2, 1, 3};
+      for (int k = 0; k < 4; ++k) {
+        _mm512_storeu_pd(dst + (q0 + first[k]) * L, _mm512_shuffle_f64x2(u[k], u[k + 4], 0x88));
+        _mm512_storeu_pd(dst + (q0 + first[k] + 4) * L, _mm512_shuffle_f64x2(u[k], u[k + 4], 0xDD));
+      }
+    }
+  }
+#endif
+  for (int j = 0; j < L; ++j) {
+    const T* s = src[j];
+    for (int q = q0; q < n; ++q) dst[q * L + j] = s[q];
+  }
+}
+
 template <Basis B, typename T, int U>
 void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeffs, Tensor& resid, Tensor& ill,
                 const Domain& dom) {
@@ -100,12 +135,24 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         // Unit weights need no scratch unless some lane's segment ends within the chunk.
         bool unit = !wp;
         for (int j = 0; j < L; ++j) unit = unit && len[j] - q0 >= c_rows;
-        for (int j = 0; j < L; ++j) {
+        bool full = sxn == 1 && syn == 1;  // every lane's rows contiguous and live: a transpose
+        for (int j = 0; j < L; ++j) full = full && len[j] - q0 >= c_rows;
+        if (full) {
+          const T* xsrc[L];
+          const T* ysrc[L];
+          for (int j = 0; j < L; ++j) {
+            xsrc[j] = xp + xo[j] + q0;
+            ysrc[j] = yp + yo[j] + q0;
+          }
+          transpose_lanes<T, L>(xsrc, c_rows, xs.data());
+          transpose_lanes<T, L>(ysrc, c_rows, ys.data());
+        }
+        for (int j = 0; j < L && !(full && unit); ++j) {
           // A lane past its segment's end adds a zero row (weight 0): no change.
           const int live = static_cast<int>(std::clamp<int64_t>(len[j] - q0, 0, c_rows));
           const T* xj = xp + xo[j] + q0 * sxn;
           const T* yj = yp + yo[j] + q0 * syn;
-          for (int q = 0; q < live; ++q) {
+          for (int q = 0; q < live && !full; ++q) {
             xs[q * L + j] = xj[q * sxn];
             ys[q * L + j] = yj[q * syn];
           }
