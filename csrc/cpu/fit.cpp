@@ -132,11 +132,11 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
       const MatRef<P> Rref{Rm.data(), W1, 1}, Mref{M.data(), W1, 1};
       for (int64_t q0 = 0; q0 < longest; q0 += C) {
         const int c_rows = static_cast<int>(std::min<int64_t>(C, longest - q0));
-        // Unit weights need no scratch unless some lane's segment ends within the chunk.
-        bool unit = !wp;
-        for (int j = 0; j < L; ++j) unit = unit && len[j] - q0 >= c_rows;
-        bool full = sxn == 1 && syn == 1;  // every lane's rows contiguous and live: a transpose
-        for (int j = 0; j < L; ++j) full = full && len[j] - q0 >= c_rows;
+        // A lane whose segment ends inside the chunk adds zero rows (weight 0) after it: no change.
+        bool all_live = true;
+        for (int j = 0; j < L; ++j) all_live = all_live && len[j] - q0 >= c_rows;
+        const bool unit = !wp && all_live;                    // weights all 1: no weights' scratch
+        const bool full = all_live && sxn == 1 && syn == 1;  // contiguous rows: transposes
         if (full) {
           const T* xsrc[L];
           const T* ysrc[L];
@@ -147,23 +147,26 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
           transpose_lanes<T, L>(xsrc, c_rows, xs.data());
           transpose_lanes<T, L>(ysrc, c_rows, ys.data());
         }
-        for (int j = 0; j < L && !(full && unit); ++j) {
-          // A lane past its segment's end adds a zero row (weight 0): no change.
-          const int live = static_cast<int>(std::clamp<int64_t>(len[j] - q0, 0, c_rows));
-          const T* xj = xp + xo[j] + q0 * sxn;
-          const T* yj = yp + yo[j] + q0 * syn;
-          for (int q = 0; q < live && !full; ++q) {
-            xs[q * L + j] = xj[q * sxn];
-            ys[q * L + j] = yj[q * syn];
-          }
-          if (!unit) {
-            const T* wj = wp ? wp + wo[j] + q0 * swn : nullptr;
-            for (int q = 0; q < live; ++q) ws[q * L + j] = wj ? wj[q * swn] : T(1);
-          }
-          for (int q = live; q < c_rows; ++q) {
-            xs[q * L + j] = fill;
-            ys[q * L + j] = T(0);
-            ws[q * L + j] = T(0);
+        if (!(full && unit)) {
+          for (int j = 0; j < L; ++j) {
+            const int live = static_cast<int>(std::clamp<int64_t>(len[j] - q0, 0, c_rows));
+            if (!full) {
+              const T* xj = xp + xo[j] + q0 * sxn;
+              const T* yj = yp + yo[j] + q0 * syn;
+              for (int q = 0; q < live; ++q) {
+                xs[q * L + j] = xj[q * sxn];
+                ys[q * L + j] = yj[q * syn];
+              }
+            }
+            if (!unit) {
+              const T* wj = wp ? wp + wo[j] + q0 * swn : nullptr;
+              for (int q = 0; q < live; ++q) ws[q * L + j] = wj ? wj[q * swn] : T(1);
+            }
+            for (int q = live; q < c_rows; ++q) {
+              xs[q * L + j] = fill;
+              ys[q * L + j] = T(0);
+              ws[q * L + j] = T(0);
+            }
           }
         }
         for (int q = 0; q < c_rows; ++q) {
