@@ -197,7 +197,7 @@ def polyval(x: Tensor, coeffs: Union[Tensor, Sequence[float]], basis: str = "pow
             and isinstance(x, Tensor) and isinstance(coeffs, Tensor) and _backend.compiled_for(x)
             and (coeffs.is_cpu if x.is_cpu else coeffs.is_cuda)):
         # The common call goes straight to the compiled op, whose own checks of x and coeffs raise
-        # the same errors (~1.5 us a call saved: as much as the kernel takes at 10^4 points). Both
+        # the same errors (~1 us a call saved, a fifth of a forward at 10^4 points). Both
         # tensors on the op's device type: a meta coeffs would reach the shape-only fake kernel.
         return _polyval_op(x, coeffs, basis, None, derivative)
     _check_tensor(x, "x")
