@@ -69,7 +69,7 @@ class Interleave16 {
       const int w = std::min(16, K_ - k0);
       __m512 c[16], p[16];
       for (int k = 0; k < 16; ++k) c[k] = k < w ? _mm512_loadu_ps(cols + (k0 + k) * ld) : _mm512_setzero_ps();
-      transpose(c, p);
+      transpose_16x16(c, p);
       const __mmask16 m = __mmask16((1u << w) - 1);
       for (int i = 0; i < 16; ++i) _mm512_mask_storeu_ps(rows + int64_t(i) * K_ + k0, m, p[i]);
     }
@@ -83,7 +83,7 @@ class Interleave16 {
       const __mmask16 m = __mmask16((1u << w) - 1);
       __m512 r[16], c[16];
       for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(m, rows + i * row_stride + k0);
-      transpose(r, c);
+      transpose_16x16(r, c);
       for (int k = 0; k < w; ++k) _mm512_storeu_ps(cols + (k0 + k) * ld, c[k]);
     }
   }
@@ -164,30 +164,6 @@ class Interleave16 {
     __m512 r = _mm512_permutex2var_ps(v[0], steps[1], v[1]);
     for (int s = 2; s < K; ++s) r = _mm512_permutex2var_ps(r, steps[s], v[s]);
     return r;
-  }
-
-  // p[i] = lane i of r[0..15]: unpacks pair rows, shuffles make 4 x 4 blocks in each 128-bit lane,
-  // and two rounds of 128-bit block shuffles put every point's block together.
-  static void transpose(const __m512* r, __m512* p) {
-    __m512 t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {  // u[i + j], 128-bit lane L: point 4L + j, columns i..i+3
-      u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-      u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-      u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-      u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int j = 0; j < 4; ++j) {
-      const __m512 a = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), b = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
-      const __m512 c = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88), d = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
-      p[j] = _mm512_shuffle_f32x4(a, c, 0x88);
-      p[4 + j] = _mm512_shuffle_f32x4(b, d, 0x88);
-      p[8 + j] = _mm512_shuffle_f32x4(a, c, 0xDD);
-      p[12 + j] = _mm512_shuffle_f32x4(b, d, 0xDD);
-    }
   }
 
   int K_;

@@ -223,6 +223,54 @@ inline int64_t grain(int64_t work_per_item) {
   return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, work_per_item));
 }
 
+#if defined(CPU_CAPABILITY_AVX512)
+// In-register transposes: p[i] = lane i of r[0..n), for n x n tiles of one vector per row.
+// 16 x 16 float: unpacks pair rows, shuffles make 4 x 4 blocks in each 128-bit lane, and two
+// rounds of 128-bit block shuffles put every point's block together.
+inline void transpose_16x16(const __m512* r, __m512* p) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // u[i + j], 128-bit lane L: point 4L + j, columns i..i+3
+    u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 a = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), b = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+    const __m512 c = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88), d = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+    p[j] = _mm512_shuffle_f32x4(a, c, 0x88);
+    p[4 + j] = _mm512_shuffle_f32x4(b, d, 0x88);
+    p[8 + j] = _mm512_shuffle_f32x4(a, c, 0xDD);
+    p[12 + j] = _mm512_shuffle_f32x4(b, d, 0xDD);
+  }
+}
+
+// 8 x 8 double: unpacks pair rows, then 256-bit and 128-bit block shuffles.
+inline void transpose_8x8(const __m512d* r, __m512d* p) {
+  __m512d t[8], u[8];
+  for (int j = 0; j < 8; j += 2) {  // t[j] = (r_j,0 r_j+1,0 r_j,2 ...), t[j + 1] the odd columns
+    t[j] = _mm512_unpacklo_pd(r[j], r[j + 1]);
+    t[j + 1] = _mm512_unpackhi_pd(r[j], r[j + 1]);
+  }
+  for (int j = 0; j < 8; j += 4) {  // pairs of columns 4 apart, from 4 rows
+    u[j] = _mm512_shuffle_f64x2(t[j], t[j + 2], 0x88);
+    u[j + 1] = _mm512_shuffle_f64x2(t[j], t[j + 2], 0xDD);
+    u[j + 2] = _mm512_shuffle_f64x2(t[j + 1], t[j + 3], 0x88);
+    u[j + 3] = _mm512_shuffle_f64x2(t[j + 1], t[j + 3], 0xDD);
+  }
+  // u[0]: columns 0 and 4 of rows 0-3, u[1]: 2 and 6, u[2]: 1 and 5, u[3]: 3 and 7; u[4..7] rows 4-7.
+  constexpr int first[4] = {0, 2, 1, 3};
+  for (int k = 0; k < 4; ++k) {
+    p[first[k]] = _mm512_shuffle_f64x2(u[k], u[k + 4], 0x88);
+    p[first[k] + 4] = _mm512_shuffle_f64x2(u[k], u[k + 4], 0xDD);
+  }
+}
+#endif
+
 // Pages of an output that nothing has written yet (a fresh mapping from the allocator, or heap
 // the allocator returned to the system) fault one by one on first write. MADV_POPULATE_WRITE maps a
 // run of them in one call instead: on Zen 4, features D=8 N=1e6 (36 MB, 2 threads) 10.2 -> 8.3 ms.
