@@ -28,18 +28,6 @@ constexpr int64_t kSegment = 1024;
 // independent vectors hide the latency of its one dot product at a time.
 constexpr int kMaxFusedWidth = 9;
 
-// [R | Q^T b] folded with `rows` more rows M (lstsq.h).
-template <typename T, int U>
-void fold_rows(const MatRef<Pack<T, U>>& R, const MatRef<Pack<T, U>>& M, int rows, int K, Pack<T, U>& res) {
-  if constexpr (U == 1) {
-    with_width(K + 1, [&](auto w) {
-      if constexpr (decltype(w)::value >= 2) qr_update_fused<T, decltype(w)::value>(R, M, rows, res);
-    });
-  } else {
-    qr_update<T>(R, M, rows, K, res);
-  }
-}
-
 // dst[q * L + j] = src[j][q] for q < n: L lanes' contiguous points, lane-minor. With AVX-512 they
 // move by L x L transposes in registers (float64 8 x 8, float32 16 x 16), L times fewer
 // instructions than element moves.
@@ -163,13 +151,28 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
             }
           }
         }
-        for (int q = 0; q < c_rows; ++q) {
-          const P wv = unit ? P(T(1)) : P::load(ws.data() + q * L);
-          const P t = map_to_window(P::load(xs.data() + q * L), win);
-          basis_values<B, T>(t, wv, K, [&](int k, const P& p) { Mref(q, k) = p; });  // rows carry the weight
-          Mref(q, K) = P::load(ys.data() + q * L) * wv;
+        // The chunk's rows M (basis values, then y; all times the weight), folded into [R | Q^T b]
+        // (lstsq.h). A width known at compile time unrolls each row's recurrence, so that the rows'
+        // chains of dependent multiplies overlap.
+        auto build_rows = [&](auto width) {
+          for (int q = 0; q < c_rows; ++q) {
+            const P wv = unit ? P(T(1)) : P::load(ws.data() + q * L);
+            const P t = map_to_window(P::load(xs.data() + q * L), win);
+            basis_values<B, T>(t, wv, width - 1, [&](int k, const P& p) { Mref(q, k) = p; });
+            Mref(q, width - 1) = P::load(ys.data() + q * L) * wv;
+          }
+        };
+        if constexpr (U == 1) {
+          with_width(W1, [&](auto w) {
+            if constexpr (decltype(w)::value >= 2) {
+              build_rows(w);
+              qr_update_fused<T, decltype(w)::value>(Rref, Mref, c_rows, res);
+            }
+          });
+        } else {
+          build_rows(W1);
+          qr_update<T>(Rref, Mref, c_rows, K, res);
         }
-        fold_rows<T, U>(Rref, Mref, c_rows, K, res);
       }
       if (whole) {
         qr_back_substitute<T>(Rref, K, c.data(), 1);
