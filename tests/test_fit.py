@@ -215,9 +215,10 @@ def test_kernel_matches_reference_many_shapes():
 @pytest.mark.skipif(not COMPILED, reason="compiled ops not built")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_kernel_every_width_against_reference(dtype):
-    # Each K + 1 up to the fused QR's limit has code of its own (csrc/lstsq.h, qr_update_fused);
-    # wider fits take the generic QR. Every degree on both sides of the limit, R around the lanes.
-    for degree in range(0, 11):
+    # Each K + 1 up to the fused QR's limit (degree 10) has code of its own (csrc/lstsq.h,
+    # qr_update_fused); wider fits take the generic QR. Every degree on both sides of the limit, R
+    # around the lanes.
+    for degree in range(0, 13):
         for R in (1, 9, 40):
             x, y, w = _curves(R, 3 * degree + 5, seed=100 * degree + R)
             args = [torch.from_numpy(a) for a in (x, y, w)]

@@ -198,20 +198,13 @@ C10_ALWAYS_INLINE void store_lanes(const Pack<T>& v, scalar_t* p, int count) {
   for (int i = 0; i < count; ++i) p[i] = scalar_t(buf[i]);
 }
 
-// Calls f(std::integral_constant<int, K>()) for K = 1..9, for kernels that keep K vectors per point
-// in registers (arrays indexed by constants); other K call nothing.
-template <typename F>
+// Calls f(std::integral_constant<int, K>()) for K = 1..Max, for kernels that keep K vectors per
+// point in registers (arrays indexed by constants); other K call nothing.
+template <int Max = 9, int I = 1, typename F>
 void with_width(int K, F&& f) {
-  switch (K) {
-    case 1: return f(std::integral_constant<int, 1>());
-    case 2: return f(std::integral_constant<int, 2>());
-    case 3: return f(std::integral_constant<int, 3>());
-    case 4: return f(std::integral_constant<int, 4>());
-    case 5: return f(std::integral_constant<int, 5>());
-    case 6: return f(std::integral_constant<int, 6>());
-    case 7: return f(std::integral_constant<int, 7>());
-    case 8: return f(std::integral_constant<int, 8>());
-    case 9: return f(std::integral_constant<int, 9>());
+  if constexpr (I <= Max) {
+    if (K == I) return f(std::integral_constant<int, I>());
+    with_width<Max, I + 1>(K, f);
   }
 }
 
