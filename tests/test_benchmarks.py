@@ -14,6 +14,7 @@ import torch
 
 from benchmarks import eager, registry
 from benchmarks.registry import Case, Grid, Peer, fmt_count, generate, register
+from benchmarks import roofline as roofline_module
 from benchmarks.roofline import (Limits, features_bytes, features_fmas, polyval_bytes, polyval_fmas,
                                  roofline_time)
 from benchmarks.runner import RunConfig, run_case, saved_bytes
@@ -63,6 +64,18 @@ def test_roofline_is_the_slower_bound():
     assert roofline_time(1, 3e9, bandwidth=1e9, peak=1e9) == pytest.approx(3.0)
     # new pages from the OS come on top of either bound
     assert roofline_time(2e9, 1, bandwidth=1e9, peak=1e9, fresh_pages=1000, page_time=1e-6) == pytest.approx(2.001)
+
+
+def test_limits_are_the_probes_fastest_blocks(monkeypatch):
+    # A limit is the machine's best: a probe's slow blocks (a neighbour's load) must not lower it.
+    class Probe:  # a torch.utils.benchmark Measurement's two figures that matter here
+        times = [4e-3, 1e-3, 2e-3]
+        median = 2e-3
+
+    monkeypatch.setattr(roofline_module, "measure", lambda fn, min_run_time: Probe())
+    limits = Limits("cpu", min_run_time=0.01)
+    assert limits.fma_peak(torch.float32) == pytest.approx(1024 ** 3 / 1e-3)
+    assert limits.copy_bandwidth(1 << 20) == pytest.approx((1 << 20) / 1e-3)
 
 
 def test_page_time_is_measured_on_linux():
