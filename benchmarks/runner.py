@@ -90,18 +90,6 @@ def _minor_faults() -> Optional[int]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def faults_per_call(stmt, device: str, calls: int = 2) -> Optional[float]:
-    """CPU only: minor page faults per call of stmt() (fresh large outputs fault on first touch)."""
-    if device != "cpu":
-        return None
-    before = _minor_faults()
-    if before is None:
-        return None
-    for _ in range(calls):
-        stmt()
-    return (_minor_faults() - before) / calls
-
-
 def _record_error(rec: dict, e: Exception) -> None:
     rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
     if isinstance(e, torch.OutOfMemoryError):
@@ -113,9 +101,27 @@ def _peer_order(case: Case, only: Optional[set]) -> list:
     return [p for p in names if p in case.peers and (only is None or p in only or p == case.baseline)]
 
 
-def _timed_round(stmt, seconds: float):
-    """One round of timed runs of stmt() on all intra-op threads."""
-    return timer_of(stmt).blocked_autorange(min_run_time=seconds)
+class _Counted:
+    """stmt() with its calls counted."""
+
+    def __init__(self, stmt):
+        self.stmt, self.calls = stmt, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.stmt()
+
+
+def _timed_round(stmt, seconds: float, device: str):
+    """One round of timed runs of stmt() on all intra-op threads, and on the CPU its minor page faults
+    per call (else None), counted over the very calls the round made: whether a large output comes
+    as fresh pages depends on the allocator's state (glibc serves blocks over 32 MiB by mmap unless
+    its heap has room), which a separate count could meet differently."""
+    counted = _Counted(stmt)
+    before = _minor_faults() if device == "cpu" else None
+    m = timer_of(counted).blocked_autorange(min_run_time=seconds)
+    faults = None if before is None else (_minor_faults() - before) / counted.calls
+    return m, faults
 
 
 def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
@@ -195,30 +201,37 @@ def run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
         shape, dtype = case.fill_shape, case.dtype
         fill_stmt = lambda: torch.ones(shape, dtype=dtype, device=case.device)  # noqa: E731
     rounds: dict = {name: [] for name in stmts}
+    faults: dict = {name: [] for name in stmts}
     fill_rounds: list = []
+    fill_faults: list = []
     per_round = cfg.min_run_time / cfg.rounds
     for _ in range(cfg.rounds):
         for name in list(stmts):
             try:
-                rounds[name].append(_timed_round(stmts[name], per_round))
+                m, f = _timed_round(stmts[name], per_round, case.device)
+                rounds[name].append(m)
+                faults[name].append(f)
                 if name == case.baseline and fill_stmt is not None:
-                    fill_rounds.append(_timed_round(fill_stmt, per_round))
+                    m, f = _timed_round(fill_stmt, per_round, case.device)
+                    fill_rounds.append(m)
+                    fill_faults.append(f)
             except Exception as e:
                 _record_error(peers[name], e)
                 del stmts[name]
+
+    def mean_faults(per_round_faults):
+        return None if None in per_round_faults or not per_round_faults else sum(per_round_faults) / len(per_round_faults)
+
     fill = {"median_s": Measurement.merge(fill_rounds)[0].median} if fill_rounds else None
+    if fill is not None and mean_faults(fill_faults) is not None:
+        fill["page_faults_per_call"] = mean_faults(fill_faults)
     for name, stmt in stmts.items():
         m = Measurement.merge(rounds[name])[0]
         peers[name].update(median_s=m.median, iqr_s=m.iqr, mean_s=m.mean, runs=len(m.times),
                            rounds=cfg.rounds)
+        if mean_faults(faults[name]) is not None:
+            peers[name]["page_faults_per_call"] = mean_faults(faults[name])
         try:
-            pf = faults_per_call(stmt, case.device)
-            if pf is not None:
-                peers[name]["page_faults_per_call"] = pf
-            if name == case.baseline and fill is not None:  # the fill's, in the same allocator state
-                pf = faults_per_call(fill_stmt, case.device)
-                if pf is not None:
-                    fill["page_faults_per_call"] = pf
             pb = peak_bytes(stmt, case.device)
             if pb is not None:
                 peers[name]["peak_bytes"] = pb

@@ -105,6 +105,24 @@ def test_fresh_output_pages_join_the_roofline():
     assert r["roofline_s"] == pytest.approx(4 * n / (r["bandwidth_GBps"] * 1e9) + r["pages_s"])
 
 
+def test_page_faults_are_counted_over_the_timed_calls(monkeypatch):
+    # Each call of the statement faults 7 pages (a stand-in counter): a round's count divides by
+    # every call the round made, calibration included, so the figure is exact.
+    from benchmarks import runner
+
+    counter = {"faults": 0, "calls": 0}
+
+    def stmt():
+        counter["faults"] += 7
+        counter["calls"] += 1
+
+    monkeypatch.setattr(runner, "_minor_faults", lambda: counter["faults"])
+    m, faults = runner._timed_round(stmt, 0.01, "cpu")
+    assert counter["calls"] > len(m.times)  # blocks of several calls, and the calibration's
+    assert faults == pytest.approx(7.0)
+    assert runner._timed_round(stmt, 0.01, "cuda")[1] is None  # page faults are a CPU figure
+
+
 def test_fmt_count():
     assert [fmt_count(n) for n in (1000, 10**6, 2000, 2500, 999)] == ["1e3", "1e6", "2e3", "2500", "999"]
 
