@@ -47,15 +47,15 @@ def _worker(rank, port, out_dir):
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        model = torch.nn.parallel.DistributedDataParallel(_model())
-        xs, ys = _data()
-        shard = slice(rank * 32 // WORLD, (rank + 1) * 32 // WORLD)
-        grads = _train(model, xs[:, shard], ys[:, shard])
-        torch.save(grads, os.path.join(out_dir, f"rank{rank}.pt"))
-        dist.barrier()  # both ranks done before either tears its connections down
-    finally:
-        dist.destroy_process_group()
+    model = torch.nn.parallel.DistributedDataParallel(_model())
+    xs, ys = _data()
+    shard = slice(rank * 32 // WORLD, (rank + 1) * 32 // WORLD)
+    grads = _train(model, xs[:, shard], ys[:, shard])
+    torch.save(grads, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()  # both ranks' gradients are written
+    # Leave without tearing gloo down: its teardown once aborted a finished rank ("terminate called
+    # without an active exception", SIGABRT) in CI, a race inside torch's gloo group, not a result.
+    os._exit(0)
 
 
 def _free_port():
