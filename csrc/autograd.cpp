@@ -19,13 +19,11 @@
 #include "ops.h"
 
 namespace polyfit {
-namespace {
 
 using at::Tensor;
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
 
-// The ops through the dispatcher (so that autograd records them when a graph is being built).
+// The ops through the dispatcher, every key included (autograd records them when a graph is being
+// built); declared in ops.h for polyfit._C's eager entry points.
 Tensor polyval_op(const Tensor& x, const Tensor& coeffs, c10::string_view basis, OptDomain domain,
                   int64_t derivative) {
   static const auto op = c10::Dispatcher::singleton()
@@ -33,6 +31,18 @@ Tensor polyval_op(const Tensor& x, const Tensor& coeffs, c10::string_view basis,
                              .typed<Tensor(const Tensor&, const Tensor&, c10::string_view, OptDomain, int64_t)>();
   return op.call(x, coeffs, basis, domain, derivative);
 }
+
+Tensor features_op(const Tensor& x, int64_t degree, c10::string_view basis, OptDomain domain, bool increasing) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("polyfit::features", "")
+                             .typed<Tensor(const Tensor&, int64_t, c10::string_view, OptDomain, bool)>();
+  return op.call(x, degree, basis, domain, increasing);
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
 
 std::tuple<Tensor, Tensor> polyval_backward_op(const Tensor& grad, const Tensor& x, const Tensor& coeffs,
                                                c10::string_view basis, OptDomain domain, int64_t derivative,
@@ -43,13 +53,6 @@ std::tuple<Tensor, Tensor> polyval_backward_op(const Tensor& grad, const Tensor&
           .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, c10::string_view,
                                             OptDomain, int64_t, std::array<bool, 2>)>();
   return op.call(grad, x, coeffs, basis, domain, derivative, output_mask);
-}
-
-Tensor features_op(const Tensor& x, int64_t degree, c10::string_view basis, OptDomain domain, bool increasing) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("polyfit::features", "")
-                             .typed<Tensor(const Tensor&, int64_t, c10::string_view, OptDomain, bool)>();
-  return op.call(x, degree, basis, domain, increasing);
 }
 
 // The non-tensor arguments of a series op, kept in the autograd context past the forward (the

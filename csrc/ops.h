@@ -63,6 +63,12 @@ std::tuple<at::Tensor, at::Tensor> polyval_backward(const at::Tensor& grad, cons
                                                     std::array<bool, 2> output_mask,
                                                     const Kernels& kernels);
 
+// The ops called through the dispatcher from C++, every dispatch key included (csrc/autograd.cpp).
+at::Tensor polyval_op(const at::Tensor& x, const at::Tensor& coeffs, c10::string_view basis, OptDomain domain,
+                      int64_t derivative);
+at::Tensor features_op(const at::Tensor& x, int64_t degree, c10::string_view basis, OptDomain domain,
+                       bool increasing);
+
 // Registers the three ops for one dispatch key with the given kernels.
 #define POLYFIT_REGISTER_KERNELS(KERNELS)                                                      \
   m.impl("features", [](const at::Tensor& x, int64_t degree, c10::string_view basis,          \

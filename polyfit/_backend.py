@@ -9,6 +9,7 @@ which honours ATEN_CPU_CAPABILITY). Anything else runs polyfit.reference.
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class BackendState:
     forced_fallback: bool = False
     reason: str | None = None     # why the compiled kernels are not used, if they are not
     build: dict = field(default_factory=dict)
+    module: object = None         # polyfit._C as a Python module: the ops' eager entry points
 
 
 def _isa_preference() -> list[str]:
@@ -79,13 +81,17 @@ def _load() -> BackendState:
         return state
     try:
         torch.ops.load_library(schemas)
+        # The same file imported as a module (one load: the loader finds it open) for its entry points.
+        spec = importlib.util.spec_from_file_location("polyfit._C", schemas)
+        state.module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(state.module)
         for isa in _isa_preference():
             path = compiled_library(f"_cpu_{isa}") if isa in _build_info.CPU_ISAS else None
             if path is not None:
                 torch.ops.load_library(path)
                 state.cpu_isa = isa
                 break
-    except OSError as e:
+    except (OSError, ImportError) as e:
         state.reason = f"polyfit's compiled library failed to load ({e}); rebuild it against this torch"
         return state
     if state.cpu_isa is None:

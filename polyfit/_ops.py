@@ -30,8 +30,16 @@ MAX_DERIVATIVE = 1 << 30
 
 Domain = Optional[Sequence[float]]
 
-# The compiled op's overload, called without the op packet's Python-level lookup.
+# The compiled op's overload, called without the op packet's Python-level lookup, and the eager
+# entry points of polyfit._C (csrc/polyfit.cpp): the same ops without torch.ops' boxed argument
+# parsing. torch.ops stays in charge while torch.compile traces and wherever __torch_function__ is
+# in play (a tensor subclass or mode that overrides it), which only torch.ops honours.
 _polyval_op = torch.ops.polyfit.polyval.default if _backend.STATE.loaded else None
+_features_op = torch.ops.polyfit.features.default if _backend.STATE.loaded else None
+_eager = _backend.STATE.module
+_with_cuda = _backend.STATE.with_cuda
+_is_compiling = torch.compiler.is_compiling
+_has_torch_function = torch._C._has_torch_function
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks, shared by both backends; messages name the argument.
@@ -181,7 +189,9 @@ def features(x: Tensor, degree: int, basis: str = "power", *, domain: Domain = N
     basis = _check_basis(basis)
     domain = _check_domain(domain)
     if _backend.compiled_for(x):
-        return torch.ops.polyfit.features(x, degree, basis, domain, bool(increasing))
+        if domain is None and not (_is_compiling() or _has_torch_function((x,))):
+            return _eager.features(x, degree, basis, bool(increasing))
+        return _features_op(x, degree, basis, domain, bool(increasing))
     return reference.features(x, degree, basis, domain=domain, increasing=bool(increasing))
 
 
@@ -194,12 +204,14 @@ def polyval(x: Tensor, coeffs: Union[Tensor, Sequence[float]], basis: str = "pow
     derivative=n returns the n-th derivative in x instead. Differentiable in x and coeffs to any order.
     """
     if (domain is None and type(derivative) is int and 0 <= derivative <= MAX_DERIVATIVE and basis in BASES
-            and isinstance(x, Tensor) and isinstance(coeffs, Tensor) and _backend.compiled_for(x)
-            and (coeffs.is_cpu if x.is_cpu else coeffs.is_cuda)):
+            and isinstance(x, Tensor) and isinstance(coeffs, Tensor) and _eager is not None
+            and ((x.is_cpu and coeffs.is_cpu) or (_with_cuda and x.is_cuda and coeffs.is_cuda))):
         # The common call goes straight to the compiled op, whose own checks of x and coeffs raise
         # the same errors (~1 us a call saved, a fifth of a forward at 10^4 points). Both
         # tensors on the op's device type: a meta coeffs would reach the shape-only fake kernel.
-        return _polyval_op(x, coeffs, basis, None, derivative)
+        if _is_compiling() or _has_torch_function((x, coeffs)):
+            return _polyval_op(x, coeffs, basis, None, derivative)
+        return _eager.polyval(x, coeffs, basis, derivative)
     _check_tensor(x, "x")
     coeffs = _as_coeffs(coeffs, x)
     basis = _check_basis(basis)

@@ -224,3 +224,84 @@ def test_torch_func_transforms_fail_loudly(device):
         torch.func.grad(lambda x: polyfit.polyval(x, c).sum())(x)
     with pytest.raises(RuntimeError, match="functorch"):
         torch.func.grad(lambda x: polyfit.features(x, 2).sum())(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eager calls: polyfit.polyval and polyfit.features go through polyfit._C's entry points (the same
+# ops without torch.ops' argument parsing); torch.ops stays in charge wherever it does more.
+
+
+class _RecordFunctions(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+@compiled
+def test_eager_calls_skip_the_op_packet_and_keep_the_derivatives(device, monkeypatch):
+    from polyfit import _ops
+
+    def refuse(*args):
+        raise AssertionError("the eager call went through torch.ops")
+
+    x = _leaf((7,), device)
+    c = _leaf((4,), device, seed=1)
+    want_y = torch.ops.polyfit.polyval(x, c, "legendre", None, 1)
+    want_g = torch.autograd.grad(want_y.sum(), (x, c))
+    want_f = torch.ops.polyfit.features(x, 3, "legendre", None, False)
+    monkeypatch.setattr(_ops, "_polyval_op", refuse)
+    monkeypatch.setattr(_ops, "_features_op", refuse)
+    y = polyfit.polyval(x, c, "legendre", derivative=1)
+    torch.testing.assert_close(y, want_y, rtol=0, atol=0)
+    for got, want in zip(torch.autograd.grad(y.sum(), (x, c)), want_g):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(polyfit.features(x, 3, "legendre", increasing=False), want_f, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="basis must be one of"):  # the op's own checks, as before
+        _backend.STATE.module.polyval(x, c, "lagrange", 0)
+
+
+@compiled
+def test_torch_function_modes_and_subclasses_still_see_the_ops(device):
+    x = torch.rand(5, device=device)
+    c = torch.randn(3, device=device)
+    with _RecordFunctions() as mode:
+        polyfit.polyval(x, c)
+        polyfit.features(x, 2)
+    assert torch.ops.polyfit.polyval.default in mode.seen and torch.ops.polyfit.features.default in mode.seen
+
+    class Traced(torch.Tensor):  # a subclass overriding __torch_function__
+        seen = []
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            cls.seen.append(func)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    polyfit.polyval(x.as_subclass(Traced), c)
+    assert torch.ops.polyfit.polyval.default in Traced.seen
+
+
+@compiled
+def test_dispatch_modes_see_the_eager_calls(device):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    x = torch.rand(5, device=device)
+    c = torch.randn(3, device=device)
+    with Record() as mode:
+        y = polyfit.polyval(x, c)
+        polyfit.features(x, 2)
+    assert torch.ops.polyfit.polyval.default in mode.seen and torch.ops.polyfit.features.default in mode.seen
+    torch.testing.assert_close(y, torch.ops.polyfit.polyval(x, c, "power", None, 0))
