@@ -153,17 +153,20 @@ def markdown(run: dict) -> str:
     lines.append("")
     lines.append("## The machine's limits, measured in this run")
     lines.append("")
-    lines.append("| device | copy bandwidth (256 MiB) | FMA peak (GEMM) | fresh page (OS) |")
-    lines.append("|---|---|---|---|")
+    lines.append("| device | copy bandwidth (256 MiB) | FMA peak (GEMM) | fresh page (OS) | call floor (torch) |")
+    lines.append("|---|---|---|---|---|")
     for dev, lim in run["limits"].items():
         peaks = ", ".join(f"{k} {v:.1f} GFMA/s" for k, v in lim["fma_peak_GFMAps"].items())
         page = lim.get("fresh_page_us")
+        floors = ", ".join(f"{k} {v:.1f} µs" for k, v in lim.get("call_floor_us", {}).items()) or "—"
         lines.append(f"| {dev} | {lim['large_copy_bandwidth_GBps']:.1f} GB/s | {peaks} | "
-                     + (f"{page:.2f} µs |" if page is not None else "— |"))
+                     + (f"{page:.2f} µs" if page is not None else "—") + f" | {floors} |")
     lines.append("")
     lines.append("polyfit: median time and its interquartile range as a share of the median. "
                  "Each peer cell: median time (polyfit's speedup over that peer = peer median / polyfit median). "
-                 "Roofline: max(bytes / copy bandwidth at the case's working set, FMAs / FMA peak), plus, "
+                 "Roofline: torch's call floor (the simplest call of the case's kind, `x * s` on one element, "
+                 "through torch.autograd.grad for forward+backward) + max(bytes / copy bandwidth at the case's "
+                 "working set, FMAs / FMA peak), plus, "
                  "where the output arrives as new pages (`+ pages`), the pages the fill faulted in times the "
                  "OS's fastest time to hand over a zeroed page (all threads, MADV_POPULATE_WRITE), and the "
                  "share of it polyfit reaches. `fill`: time to allocate and fill a tensor of the output's size, "

@@ -28,12 +28,18 @@ vector unit issues one of them per lane per slot). Per point and per degree step
              fwd+bwd   fwd + N·D·(series + 1): each point's gradient row is a series of its own
                        whose derivative coefficients cost one operation each.
 
-The roofline time of a case is max(bytes / bandwidth, FMAs / peak) + fresh pages x page time, each
-limit the fastest block of its probe (the machine's best, where the cases report medians):
-bandwidth is the copy bandwidth (`dst.copy_(src)`, bytes read + written over time) measured at
-the case's own working set (a copy moving the same number of bytes, so cache-resident sizes are
-judged against cache speed and small sizes against one op's overhead); peak is a GEMM's FMA rate
-in the case's compute dtype (half types compute in float32). The last term is the operating
+The roofline time of a case is call floor + max(bytes / bandwidth, FMAs / peak) + fresh pages x
+page time, each limit the fastest block of its probe (the machine's best, where the cases report
+medians). The call floor is what torch itself takes for the simplest call of the case's kind, on
+one element: a multiply `x * s` for a forward; for a forward+backward, the same multiply through
+`torch.autograd.grad` as the cases are called, differentiated in as many inputs as the case (at
+most two: x and s). No op called from Python, nor any gradient through autograd, comes cheaper;
+at 10^4 points it is most of the time (a latency-plus-throughput model: the floor is paid once
+per call, the transfer and the arithmetic on top). Bandwidth is the copy bandwidth
+(`dst.copy_(src)`, bytes read + written over the copy's time less a one-element copy's, so
+that the call cost is counted once, in the floor) measured at the case's own working set (a copy
+moving the same number of bytes, so cache-resident sizes are judged against cache speed); peak
+is a GEMM's FMA rate in the case's compute dtype (half types compute in float32). The last term is the operating
 system's: an output the allocator takes from it as new pages (a large tensor, on Linux) must be
 zeroed and mapped page by page before any kernel can write it, a cost no byte count includes. The
 pages counted are those a plain `torch.ones` of the output's size faults in, measured in the same
@@ -91,9 +97,10 @@ def features_fmas(n: int, degree: int, basis: str, mode: str) -> int:
 
 
 def roofline_time(nbytes: int, fmas: int, bandwidth: float, peak: float, fresh_pages: float = 0.0,
-                  page_time: float = 0.0) -> float:
-    """Seconds at the limit: max(bytes / bandwidth [B/s], FMAs / peak [FMA/s]) + fresh_pages x page_time [s]."""
-    return max(nbytes / bandwidth, fmas / peak) + fresh_pages * page_time
+                  page_time: float = 0.0, call_floor: float = 0.0) -> float:
+    """Seconds at the limit: call_floor [s] + max(bytes / bandwidth [B/s], FMAs / peak [FMA/s])
+    + fresh_pages x page_time [s]."""
+    return call_floor + max(nbytes / bandwidth, fmas / peak) + fresh_pages * page_time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,19 +145,47 @@ class Limits:
         self._bw: dict[int, float] = {}
         self._peak: dict[torch.dtype, float] = {}
         self._page: Optional[float] = None  # NaN once measured and unavailable
+        self._copy_call: Optional[float] = None  # a one-element copy's seconds
+        self._floor: dict[tuple, float] = {}
+
+    def _copy_time(self, n: int) -> float:
+        """Seconds of dst.copy_(src) for n float32 elements."""
+        src = torch.rand(n, device=self.device)
+        dst = torch.empty_like(src)
+        return fastest(measure(lambda: dst.copy_(src), self.min_run_time))
 
     def copy_bandwidth(self, nbytes: int) -> float:
         """Bytes/s of dst.copy_(src) moving about `nbytes` (read + written), rounded up to a power of two
-        and at most 2 x MAX_COPY_BYTES."""
+        and at most 2 x MAX_COPY_BYTES: over the copy's time less a one-element copy's (the call cost,
+        which the roofline counts in its floor). Where the two are within noise of each other (a few
+        KB), the transfer is taken as at least an eighth of the copy."""
         half = min(_round_pow2(max(nbytes // 2, 4)), self.MAX_COPY_BYTES)
         if half not in self._bw:
+            if self._copy_call is None:
+                self._copy_call = self._copy_time(1)
             n = max(half // 4, 1)
-            src = torch.rand(n, device=self.device)
-            dst = torch.empty_like(src)
-            m = measure(lambda: dst.copy_(src), self.min_run_time)
-            self._bw[half] = 2 * n * 4 / fastest(m)
-            del src, dst
+            t = self._copy_time(n)
+            self._bw[half] = 2 * n * 4 / max(t - self._copy_call, t / 8)
         return self._bw[half]
+
+    def call_floor(self, mode: str, grads: int = 1) -> float:
+        """Seconds of torch's simplest call of a case's kind on one element (module docstring): `x * s`
+        for mode "fwd"; for "fwd+bwd" the multiply through torch.autograd.grad, called as the runner
+        calls the cases, differentiated in x alone (grads <= 1) or in x and s (grads >= 2)."""
+        key = (mode, 0 if mode == "fwd" else min(max(grads, 1), 2))
+        if key not in self._floor:
+            x = torch.rand(1, device=self.device)
+            s = torch.rand((), device=self.device)
+            if mode == "fwd":
+                fn = lambda: x * s  # noqa: E731
+            else:
+                x.requires_grad_(True)
+                s.requires_grad_(key[1] == 2)
+                wrt = (x, s) if key[1] == 2 else (x,)
+                g = torch.ones(1, device=self.device)
+                fn = lambda: torch.autograd.grad(x * s, wrt, g, allow_unused=True, materialize_grads=True)  # noqa: E731
+            self._floor[key] = fastest(measure(fn, self.min_run_time))
+        return self._floor[key]
 
     def large_copy_bandwidth(self) -> float:
         return self.copy_bandwidth(2 * self.LARGE_COPY_BYTES)
@@ -187,6 +222,8 @@ class Limits:
             "copy_bandwidth_GBps": {str(2 * k): v / 1e9 for k, v in sorted(self._bw.items())},
             "large_copy_bandwidth_GBps": self._bw.get(self.LARGE_COPY_BYTES, float("nan")) / 1e9,
             "fma_peak_GFMAps": {str(k).replace("torch.", ""): v / 1e9 for k, v in self._peak.items()},
+            "call_floor_us": {mode + (f" ({grads} input{'s' if grads > 1 else ''})" if grads else ""): v * 1e6
+                              for (mode, grads), v in sorted(self._floor.items())},
         }
 
 

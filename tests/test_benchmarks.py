@@ -62,8 +62,9 @@ def test_features_hand_counts():
 def test_roofline_is_the_slower_bound():
     assert roofline_time(2e9, 1, bandwidth=1e9, peak=1e9) == pytest.approx(2.0)
     assert roofline_time(1, 3e9, bandwidth=1e9, peak=1e9) == pytest.approx(3.0)
-    # new pages from the OS come on top of either bound
+    # new pages from the OS come on top of either bound, and so does torch's call floor
     assert roofline_time(2e9, 1, bandwidth=1e9, peak=1e9, fresh_pages=1000, page_time=1e-6) == pytest.approx(2.001)
+    assert roofline_time(1, 3e9, bandwidth=1e9, peak=1e9, call_floor=0.5) == pytest.approx(3.5)
 
 
 def test_limits_are_the_probes_fastest_blocks(monkeypatch):
@@ -75,7 +76,28 @@ def test_limits_are_the_probes_fastest_blocks(monkeypatch):
     monkeypatch.setattr(roofline_module, "measure", lambda fn, min_run_time: Probe())
     limits = Limits("cpu", min_run_time=0.01)
     assert limits.fma_peak(torch.float32) == pytest.approx(1024 ** 3 / 1e-3)
-    assert limits.copy_bandwidth(1 << 20) == pytest.approx((1 << 20) / 1e-3)
+    assert limits.call_floor("fwd") == pytest.approx(1e-3)
+
+
+def test_copy_bandwidth_leaves_the_call_cost_to_the_floor(monkeypatch):
+    # A copy of n floats takes 2 us of call cost plus 8n bytes at 10 GB/s (a stand-in probe): the
+    # bandwidth is the transfer's, the call cost being the roofline's floor term.
+    monkeypatch.setattr(Limits, "_copy_time", lambda self, n: 2e-6 + 8 * n / 1e10)
+    limits = Limits("cpu", min_run_time=0.01)
+    assert limits.copy_bandwidth(1 << 20) == pytest.approx(1e10, rel=1e-4)
+    # within noise of the call cost, the transfer is taken as an eighth of the copy: finite, not a division by ~0
+    monkeypatch.setattr(Limits, "_copy_time", lambda self, n: 2e-6)
+    assert Limits("cpu", min_run_time=0.01).copy_bandwidth(64) == pytest.approx(64 / (2e-6 / 8))
+
+
+def test_call_floors_are_torch_calls_of_each_kind():
+    limits = Limits("cpu", min_run_time=0.01)
+    fwd, bwd1, bwd2 = limits.call_floor("fwd"), limits.call_floor("fwd+bwd", 1), limits.call_floor("fwd+bwd", 2)
+    # A multiply called from Python costs at least ~0.1 us, and a backward through the autograd
+    # engine costs more than the forward alone.
+    assert 1e-7 < fwd < 1e-3 and fwd < bwd1 and fwd < bwd2
+    assert limits.call_floor("fwd+bwd", 5) == bwd2  # more inputs than two: the two-input floor, a lower bound
+    assert set(limits.summary()["call_floor_us"]) == {"fwd", "fwd+bwd (1 input)", "fwd+bwd (2 inputs)"}
 
 
 def test_page_time_is_measured_on_linux():
@@ -102,7 +124,8 @@ def test_fresh_output_pages_join_the_roofline():
         return
     assert r["pages_s"] == pytest.approx(r["fill_page_faults_per_call"] * page)
     assert r["bound"] == "memory + pages"
-    assert r["roofline_s"] == pytest.approx(4 * n / (r["bandwidth_GBps"] * 1e9) + r["pages_s"])
+    assert r["roofline_s"] == pytest.approx(r["call_floor_s"] + 4 * n / (r["bandwidth_GBps"] * 1e9) + r["pages_s"])
+    assert 0 < r["call_floor_s"] == limits.call_floor("fwd")
 
 
 def test_page_faults_are_counted_over_the_timed_calls(monkeypatch):
