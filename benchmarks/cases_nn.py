@@ -102,8 +102,10 @@ def polylinear_peers(basis: str, degree: int) -> dict:
         x = inp["x"]
         w = _degree_major(inp["weight"]).requires_grad_(case.mode == "fwd+bwd")
         phi = polyfit.features(torch.tanh(x.detach()), degree, basis).permute(0, 2, 1).reshape(x.shape[0], -1)
+        # Its forward is the layer's; its backward's x-gradient is only the GEMM, so that is left unchecked.
         return Peer(lambda: _GemmsOnly.apply(x, w, phi), wrt=[w] if case.mode == "fwd+bwd" else [],
-                    note="limit: the three GEMMs alone on a precomputed basis (grad_x not formed)")
+                    note="limit: the three GEMMs alone on a precomputed basis (grad_x not formed)",
+                    compared=case.mode == "fwd")
 
     return {"polyfit": polyfit_peer, "chebykan": chebykan_peer, "compile_chebykan": compile_peer,
             "gemms": gemms_peer}

@@ -44,11 +44,14 @@ class Peer:
     wrt   extra tensors to differentiate in fwd+bwd besides the case's grad_inputs (e.g. module
           parameters the factory created).
     note  shown in the report, e.g. which dtype numpy ran in.
+    compared  False for a stand-in that does the op's costly part but not all of its outputs (a
+          limit such as "the GEMMs alone"): its outputs are not checked against polyfit's.
     """
 
     fn: Callable[[], Any]
     wrt: Sequence[torch.Tensor] = ()
     note: str = ""
+    compared: bool = True
 
 
 # A peer factory builds the peer once per case, outside the timed region (conversions, module

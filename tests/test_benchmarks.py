@@ -100,6 +100,20 @@ def test_call_floors_are_torch_calls_of_each_kind():
     assert set(limits.summary()["call_floor_us"]) == {"fwd", "fwd+bwd (1 input)", "fwd+bwd (2 inputs)"}
 
 
+def test_stand_in_peers_are_timed_but_not_checked():
+    # A peer whose outputs disagree is flagged; a declared stand-in (a limit doing only the costly
+    # part of the op) is timed without the check, so the report does not flag it as wrong.
+    n = 1000
+    peers = {"polyfit": lambda case, inp: lambda: torch.ones(n),
+             "wrong": lambda case, inp: lambda: torch.zeros(n),
+             "stand_in": lambda case, inp: Peer(lambda: torch.zeros(n), compared=False)}
+    case = Case(op="ones", mode="fwd", device="cpu", dtype=torch.float32, params={"n": n},
+                make_inputs=lambda: {}, grad_inputs=(), peers=peers, bytes=4 * n, fmas=0)
+    r = run_case(case, Limits("cpu", min_run_time=0.01), RunConfig(min_run_time=0.01))
+    assert r["peers"]["wrong"]["agrees"] is False
+    assert "agrees" not in r["peers"]["stand_in"] and r["peers"]["stand_in"]["median_s"] > 0
+
+
 def test_page_time_is_measured_on_linux():
     page = Limits("cpu", min_run_time=0.01).page_time()
     if not sys.platform.startswith("linux"):
