@@ -31,7 +31,7 @@ Domain parse_domain(OptDomain domain);
 
 // Device kernels. Tensors arrive in one floating dtype (the op's result dtype).
 //   features:        x (M,) any stride              -> out (M, K) contiguous
-//   series:          x (R, N), coeffs (R, K), any strides (0 included) -> y (R, N) contiguous
+//   series:          x (R, N), coeffs (R, K), any strides (0 included) -> y, R x N contiguous (any shape)
 //                    y = d^nu/dx^nu sum_k coeffs[r, k] P_k(t(x[r, n])), nu = derivative < K
 //   series_backward: grad (R, N) any strides; writes grad_x (R, N) = grad * (order nu+1 series)
 //                    and grad_coeffs (R, K) = sum_n grad * d^nu/dx^nu P_k(t), where defined.
