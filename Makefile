@@ -1,6 +1,6 @@
 # polyfit: two commands do all set-up on a fresh machine (virtual env, torch, the compiled build).
 #   make demo   the main job: the seed's curve fit with polyfit, then the benchmark suite (quick preset)
-#   make test   the test suite
+#   make test   the test suite (make test-portable: again on the kernels for CPUs without AVX2)
 # Knobs: PYTHON, VENV, TORCH_SPEC (default torch==2.13.0, the CPU wheel), PIP_ARGS (e.g.
 # "--index-url https://download.pytorch.org/whl/cpu"), MAX_JOBS, BENCH_ARGS, PYTEST_ARGS.
 
@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.polyfit-deps
 
-.PHONY: demo test build bench cuda-build-check clean
+.PHONY: demo test test-portable build bench cuda-build-check clean
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench: build
 
 test: build
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# The suite again on the portable kernels, the library a CPU without AVX2 loads (ATen's choice of
+# instruction set, forced to its baseline, picks polyfit's too).
+test-portable: build
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf build *.egg-info polyfit/*.so polyfit/_build_info.py

@@ -135,6 +135,7 @@ def test_compile_fullgraph_forward_backward(device, basis, layout):
     torch.testing.assert_close(cgc, gc)
 
 
+@pytest.mark.inductor
 def test_compile_inductor_fullgraph(device):
     torch._dynamo.reset()
     x = torch.rand(64, device=device, requires_grad=True)

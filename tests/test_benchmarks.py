@@ -246,6 +246,7 @@ def test_registered_op_runs(dummy_op):
 # End to end: python -m benchmarks on a tiny case list.
 
 
+@pytest.mark.inductor
 def test_suite_smoke(tmp_path):
     out = tmp_path / "results"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

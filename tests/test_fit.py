@@ -73,19 +73,25 @@ def test_matches_numpy_weighted(device, basis, domain, degree):
 
 def test_ill_conditioned_as_accurate_as_numpy():
     # Laguerre of degree 6 on [-1, 1]: cond ~ 1e7. Against the exact answer (50-digit arithmetic),
-    # the fused QR is as accurate as numpy's SVD.
+    # the fused QR is as accurate as numpy's SVD over many curves. One curve's two errors are both
+    # of order cond x eps and differ by luck (either one up to 17x the other on single curves here),
+    # so the claim is about their spread: median and worst case. A solve through the normal
+    # equations (cond squared) would miss it by orders of magnitude.
     mpmath = pytest.importorskip("mpmath")
     mpmath.mp.dps = 50
-    x, y, w = _curves(8, 40, seed=6)
+    x, y, w = _curves(48, 40, seed=6)
     f = polyfit.fit(*(torch.from_numpy(a) for a in (x, y)), 6, "laguerre", weight=torch.from_numpy(w))
     c_np, _ = _numpy_fits(x, y, 6, "laguerre", w)
-    for r in range(8):
+    ours, theirs = [], []
+    for r in range(len(x)):
         A = mpmath.matrix((oracle.vander(x[r], 6, "laguerre") * w[r][:, None]).tolist())
         b = mpmath.matrix((y[r] * w[r]).tolist())
         exact = np.array([float(v) for v in mpmath.lu_solve(A.T * A, A.T * b)], dtype=np.float64)
         n = np.linalg.norm(exact)
-        ours, theirs = np.linalg.norm(f.coeffs[r].numpy() - exact) / n, np.linalg.norm(c_np[r] - exact) / n
-        assert ours <= 4 * theirs + 1e-12, (ours, theirs)
+        ours.append(np.linalg.norm(f.coeffs[r].numpy() - exact) / n)
+        theirs.append(np.linalg.norm(c_np[r] - exact) / n)
+    assert np.median(ours) <= 2 * np.median(theirs), (np.median(ours), np.median(theirs))
+    assert max(ours) <= 4 * max(theirs), (max(ours), max(theirs))
 
 
 def test_matches_numpy_unweighted_shared_x(device, basis):

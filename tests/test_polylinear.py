@@ -178,6 +178,7 @@ def test_empty_and_mixed_dtypes(device):
     assert y.dtype == torch.float64
 
 
+@pytest.mark.inductor
 def test_compile_fullgraph_matches_eager(device):
     x, w, b = _inputs(32, 16, 8, 5, device, dtype=torch.float32, seed=6)
 
