@@ -36,7 +36,7 @@ Domain = Optional[Sequence[float]]
 # in play (a tensor subclass or mode that overrides it), which only torch.ops honours.
 _polyval_op = torch.ops.polyfit.polyval.default if _backend.STATE.loaded else None
 _features_op = torch.ops.polyfit.features.default if _backend.STATE.loaded else None
-_eager = _backend.STATE.module
+_eager = _backend.STATE.module if _backend.STATE.loaded else None
 _with_cuda = _backend.STATE.with_cuda
 _is_compiling = torch.compiler.is_compiling
 _has_torch_function = torch._C._has_torch_function

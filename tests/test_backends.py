@@ -151,13 +151,22 @@ def test_reference_serves_devices_without_kernels():
     assert not _backend.compiled_for(torch.device("meta"))
 
 
-def test_missing_compiled_library_warns_once_and_falls_back(tmp_path):
-    # A copy of the Python sources without the compiled libraries: one clear warning, then the reference.
+@pytest.mark.parametrize("missing", ["everything", "cpu kernels"])
+def test_missing_compiled_library_warns_once_and_falls_back(tmp_path, missing):
+    # A copy of the Python sources without the compiled libraries (or with polyfit._C but no CPU
+    # kernel library): one clear warning, then the reference.
     pkg = tmp_path / "polyfit"
     pkg.mkdir()
     for src in (ROOT / "polyfit").glob("*.py"):
-        if src.name != "_build_info.py":
+        if src.name != "_build_info.py" or missing == "cpu kernels":
             shutil.copy(src, pkg / src.name)
+    expected = "not compiled"
+    if missing == "cpu kernels":
+        schemas = _backend.compiled_library("_C")
+        if schemas is None:
+            pytest.skip("polyfit._C is not built")
+        shutil.copy(schemas, pkg / os.path.basename(schemas))
+        expected = "no CPU kernel library"
     script = (
         "import warnings, torch\n"
         "with warnings.catch_warnings(record=True) as w:\n"
@@ -166,7 +175,7 @@ def test_missing_compiled_library_warns_once_and_falls_back(tmp_path):
         "    y = polyfit.polyval(torch.tensor([2.0]), torch.tensor([3.0, 0.0, 5.0]))\n"
         "    polyfit.features(torch.tensor([2.0]), 3)\n"
         "msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]\n"
-        "assert len(msgs) == 1 and 'reference' in msgs[0] and 'not compiled' in msgs[0], msgs\n"
+        f"assert len(msgs) == 1 and 'reference' in msgs[0] and {expected!r} in msgs[0], msgs\n"
         "assert y.item() == 23.0\n"
         "print('ok')\n"
     )
