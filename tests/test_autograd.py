@@ -3,6 +3,7 @@
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import polyfit
 from polyfit import _backend
@@ -232,14 +233,26 @@ def test_torch_func_transforms_fail_loudly(device):
 # ops without torch.ops' argument parsing); torch.ops stays in charge wherever it does more.
 
 
-class _RecordFunctions(torch.overrides.TorchFunctionMode):
+class _Recorder:
+    """A mode that notes every function it sees, then runs it."""
+
     def __init__(self):
         super().__init__()
         self.seen = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def _run(self, func, args, kwargs):
         self.seen.append(func)
         return func(*args, **(kwargs or {}))
+
+
+class _RecordFunctions(_Recorder, torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return self._run(func, args, kwargs)
+
+
+class _RecordDispatch(_Recorder, TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return self._run(func, args, kwargs)
 
 
 @compiled
@@ -288,20 +301,9 @@ def test_torch_function_modes_and_subclasses_still_see_the_ops(device):
 
 @compiled
 def test_dispatch_modes_see_the_eager_calls(device):
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Record(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.seen = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.seen.append(func)
-            return func(*args, **(kwargs or {}))
-
     x = torch.rand(5, device=device)
     c = torch.randn(3, device=device)
-    with Record() as mode:
+    with _RecordDispatch() as mode:
         y = polyfit.polyval(x, c)
         polyfit.features(x, 2)
     assert torch.ops.polyfit.polyval.default in mode.seen and torch.ops.polyfit.features.default in mode.seen
