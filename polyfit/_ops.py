@@ -39,7 +39,7 @@ _features_op = torch.ops.polyfit.features.default if _backend.STATE.loaded else 
 _eager = _backend.STATE.module if _backend.STATE.loaded else None
 _with_cuda = _backend.STATE.with_cuda
 _is_compiling = torch.compiler.is_compiling
-_has_torch_function = torch._C._has_torch_function
+_has_torch_function = torch.overrides.has_torch_function
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks, shared by both backends; messages name the argument.
