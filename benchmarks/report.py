@@ -153,14 +153,16 @@ def markdown(run: dict) -> str:
     lines.append("")
     lines.append("## The machine's limits, measured in this run")
     lines.append("")
-    lines.append("| device | copy bandwidth (256 MiB) | FMA peak (GEMM) | fresh page (OS) | call floor (torch) |")
+    lines.append("| device | copy bandwidth (256 MiB) | FMA peak (GEMM) | fresh page (OS; base / huge pages) "
+                 "| call floor (torch) |")
     lines.append("|---|---|---|---|---|")
     for dev, lim in run["limits"].items():
         peaks = ", ".join(f"{k} {v:.1f} GFMA/s" for k, v in lim["fma_peak_GFMAps"].items())
         page = lim.get("fresh_page_us")
+        kinds = " / ".join(f"{v:.2f}" for v in lim.get("fresh_page_us_by_page_kind", {}).values())
         floors = ", ".join(f"{k} {v:.1f} µs" for k, v in lim.get("call_floor_us", {}).items()) or "—"
         lines.append(f"| {dev} | {lim['large_copy_bandwidth_GBps']:.1f} GB/s | {peaks} | "
-                     + (f"{page:.2f} µs" if page is not None else "—") + f" | {floors} |")
+                     + (f"{page:.2f} µs ({kinds})" if page is not None else "—") + f" | {floors} |")
     lines.append("")
     lines.append("polyfit: median time and its interquartile range as a share of the median. "
                  "Each peer cell: median time (polyfit's speedup over that peer = peer median / polyfit median). "
@@ -168,7 +170,8 @@ def markdown(run: dict) -> str:
                  "through torch.autograd.grad for forward+backward) + max(bytes / copy bandwidth at the case's "
                  "working set, FMAs / FMA peak), plus, "
                  "where the output arrives as new pages (`+ pages`), the pages the fill faulted in times the "
-                 "OS's fastest time to hand over a zeroed page (all threads, MADV_POPULATE_WRITE), and the "
+                 "OS's fastest time to hand over a zeroed page (all threads, MADV_POPULATE_WRITE, in base or "
+                 "transparent huge pages, per base page), and the "
                  "share of it polyfit reaches. `fill`: time to allocate and fill a tensor of the output's size, "
                  "and polyfit's time over it; both measured one after the other, since a fresh output over 32 MiB "
                  "costs page faults or not depending on the allocator's state (page faults per call are shown "

@@ -124,6 +124,31 @@ def test_page_time_is_measured_on_linux():
     assert Limits("cuda").page_time() is None  # the OS's pages are a CPU limit
 
 
+def test_page_time_is_the_faster_of_base_and_huge_pages(monkeypatch):
+    import benchmarks.roofline as roofline
+    for base, huge, best in ((9e-7, 2e-7, 2e-7), (9e-7, 1.8e-6, 9e-7), (9e-7, None, 9e-7), (None, None, None)):
+        times = {False: base, True: huge}
+        monkeypatch.setattr(roofline, "_populate_page_time", lambda nbytes, run, huge=False: times[huge])
+        limits = Limits("cpu", min_run_time=0.01)
+        assert limits.page_time() == best
+        kinds = limits.summary()["fresh_page_us_by_page_kind"]
+        assert kinds == {k: v * 1e6 for k, v in (("base", base), ("huge", huge)) if v is not None}
+
+
+def test_huge_page_route_gets_retried_while_slower_than_base_pages(monkeypatch):
+    import benchmarks.roofline as roofline
+    huge_times = iter([4e-6, 3e-6, 2e-7, 1e-7])  # the OS compacting memory at first
+    calls = []
+
+    def probe(nbytes, run, huge=False):
+        calls.append(huge)
+        return next(huge_times) if huge else 9e-7
+    monkeypatch.setattr(roofline, "_populate_page_time", probe)
+    limits = Limits("cpu", min_run_time=0.01)
+    assert limits.page_time() == 2e-7  # stops once huge pages beat base pages
+    assert calls == [False, True, True, True]
+
+
 def test_fresh_output_pages_join_the_roofline():
     # 48 MiB: above glibc's largest mmap threshold (32 MiB), so every call's output is new pages.
     n = 12 << 20
