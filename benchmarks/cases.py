@@ -174,6 +174,9 @@ def polyval_cases(grid: Grid):
             peers=polyval_peers(basis),
             bytes=polyval_bytes(n, degree, dtype.itemsize, mode),
             fmas=polyval_fmas(n, degree, basis, mode),
+            # the output's fill: an output over 32 MiB (N >= 2^23 float32) is new pages every call,
+            # which the roofline counts from the fill's page faults
+            fill_shape=(n,),
         )
 
 

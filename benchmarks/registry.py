@@ -73,7 +73,7 @@ class Case:
     bytes        minimal bytes moved to and from memory by the whole computation (roofline).
     fmas         FMA-unit operations (an add, a multiply or a fused multiply-add each count one).
     grad_inputs  the inputs differentiated in fwd+bwd.
-    fill_shape   when set, the run also times torch.ones(fill_shape) as a limit (features' output).
+    fill_shape   when set, the run also times torch.ones(fill_shape) as a limit (the output's shape).
     compute_dtype  whose FMA peak bounds the case (default: dtype, half types compute in float32).
     baseline     the peer whose speedup over every other peer is reported.
     """

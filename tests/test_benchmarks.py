@@ -230,6 +230,15 @@ def test_quick_preset_cases():
     assert len(names) == len(set(names))
 
 
+def test_polyval_and_features_cases_time_a_fill_of_their_output():
+    # The fill's page faults are the roofline's fresh pages: an output over 32 MiB is new memory.
+    n = 1 << 23
+    cases = list(generate([Grid(ops=("polyval", "features"), n=(n,), degrees=(4,), dtypes=(torch.float32,))]))
+    assert {c.op for c in cases} == {"polyval", "features"}
+    for case in cases:  # polyval's output has x's shape (n,); features' is (n, degree + 1)
+        assert case.fill_shape == ((n,) if case.op == "polyval" else (n, 5)), case.name
+
+
 @pytest.fixture
 def dummy_op():
     """A registered op with two peers and one that does not apply, removed afterwards."""
