@@ -62,8 +62,8 @@ void transpose_lanes(const T* const* src, int n, T* dst) {
 
 // The next group's first chunk of points, asked into the cache while this group's rows are built:
 // rows of 64 points (8 cache lines) are too short for the hardware prefetcher, and waiting for
-// them took a fifth of a fit of 10k curves x 64 points. A few lines per row: a burst of 128
-// requests at once stalled the core on its outstanding misses.
+// them took a fifth of a fit of 10k curves x 64 points on one thread while other tenants crowded
+// the L3. A few lines per row: a burst of 128 requests at once stalled the core on its misses.
 template <typename T, int L>
 class NextChunk {
  public:
