@@ -219,6 +219,12 @@ inline int64_t grain(int64_t work_per_item) {
   return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, work_per_item));
 }
 
+// Asks for the cache lines of [p, p + bytes) ahead of their use (read, into L2).
+inline void prefetch_bytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 0, 2);
+}
+
 #if defined(CPU_CAPABILITY_AVX512)
 // In-register transposes: p[i] = lane i of r[0..n), for n x n tiles of one vector per row.
 // 16 x 16 float: unpacks pair rows, shuffles make 4 x 4 blocks in each 128-bit lane, and two
