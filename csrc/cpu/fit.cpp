@@ -74,7 +74,7 @@ class NextChunk {
   int per_row(int rows) const { return static_cast<int>(ceil_div(spans_ * ceil_div(bytes_, 64), int64_t(rows))); }
   void fetch(int lines) {
     for (; lines > 0 && span_ < spans_; --lines) {
-      __builtin_prefetch(span_start_[span_] + at_, 0, 2);  // read, into L2: this group's rows fill L1
+      prefetch_bytes(span_start_[span_] + at_, 64);  // one line, into L2: this group's rows fill L1
       if ((at_ += 64) >= bytes_) at_ = 0, ++span_;
     }
   }
