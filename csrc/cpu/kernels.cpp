@@ -79,11 +79,7 @@ void transpose_to_rows(const T* cols, int64_t ld, int K, T* rows) {
     typename Z::V c[Z::W], p[Z::W];
     for (int k = 0; k < Z::W; ++k) c[k] = k < w ? Z::load(cols + (k0 + k) * ld) : Z::zero();
     Z::transpose(c, p);
-    if (w == Z::W) {  // a masked store costs more than a plain one on Zen 4, even with every lane on
-      for (int i = 0; i < Z::W; ++i) Z::store(rows + int64_t(i) * K + k0, p[i]);
-    } else {
-      for (int i = 0; i < Z::W; ++i) Z::store_first(rows + int64_t(i) * K + k0, w, p[i]);
-    }
+    for (int i = 0; i < Z::W; ++i) Z::store_first(rows + int64_t(i) * K + k0, w, p[i]);
   }
 }
 
