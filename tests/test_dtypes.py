@@ -93,8 +93,9 @@ def test_gradients_low_precision_against_float64(device, basis, dtype):
 @pytest.mark.parametrize("increasing", [True, False])
 @pytest.mark.parametrize("domain", [None, (-1.0, 4.0)])
 # Rows of one point each, float32: on AVX-512, rows of up to 9 coefficients pass through registers
-# (each K its own unrolled code), longer ones through a tile; 400 rows are six full blocks and a part.
-@pytest.mark.parametrize("degree", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12])
+# (each K its own unrolled code), longer ones through a tile (16 x 16 transposes, and a gather for a
+# last column: degree 16); 400 rows are three full blocks and a part.
+@pytest.mark.parametrize("degree", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16])
 def test_one_point_rows_float32_against_float64(device, basis, degree, domain, increasing):
     x, _, _, _ = _inputs(basis, torch.float32, degree, device=device)
     if domain is not None:

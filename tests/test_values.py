@@ -150,10 +150,13 @@ def test_coeff_gradient_of_derivative_series(device, basis, order):
     np.testing.assert_allclose(gc.cpu().numpy(), expected, rtol=1e-10, atol=1e-8)
 
 
-def test_features_x_gradient_matches_numpy(device, basis):
-    degree, domain = 9, (-1.0, 4.0)
-    x = torch.tensor(points(basis, 50, 0, domain), device=device, requires_grad=True)
-    g = np.random.default_rng(0).standard_normal((50, degree + 1))
+# 300 rows: full blocks of the CPU kernels (64 rows of float64 on AVX-512) and a partial one; degree
+# 9 and 16 leave a last chunk of 2 and 1 columns after 8 x 8 transposes.
+@pytest.mark.parametrize("degree", [9, 16])
+def test_features_x_gradient_matches_numpy(device, basis, degree):
+    domain = (-1.0, 4.0)
+    x = torch.tensor(points(basis, 300, 0, domain), device=device, requires_grad=True)
+    g = np.random.default_rng(0).standard_normal((300, degree + 1))
     V = polyfit.features(x, degree, basis, domain=domain, increasing=False)
     (gx,) = torch.autograd.grad(V, x, torch.tensor(g, device=device))
     xn = x.detach().cpu().numpy()

@@ -55,6 +55,12 @@ struct Zmm<float> {
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static void store_first(float* p, int n, V v) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), v); }
   static V load_first(const float* p, int n) { return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p); }
+  // p[i * stride] = lane i, and back
+  static __m512i index(int stride) {
+    return _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(stride));
+  }
+  static void scatter(float* p, int stride, V v) { _mm512_i32scatter_ps(p, index(stride), v, 4); }
+  static V gather(const float* p, int stride) { return _mm512_i32gather_ps(index(stride), p, 4); }
 };
 template <>
 struct Zmm<double> {
@@ -66,16 +72,29 @@ struct Zmm<double> {
   static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
   static void store_first(double* p, int n, V v) { _mm512_mask_storeu_pd(p, __mmask8((1u << n) - 1), v); }
   static V load_first(const double* p, int n) { return _mm512_maskz_loadu_pd(__mmask8((1u << n) - 1), p); }
+  static __m256i index(int stride) {
+    return _mm256_mullo_epi32(_mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0), _mm256_set1_epi32(stride));
+  }
+  static void scatter(double* p, int stride, V v) { _mm512_i32scatter_pd(p, index(stride), v, 8); }
+  static V gather(const double* p, int stride) { return _mm512_i32gather_pd(index(stride), p, 8); }
 };
 
 // cols (K rows of W points, row stride ld) -> rows (W rows of K, contiguous): W x W register
 // transposes and a masked store per point, W columns at a time. For doubles it replaced a scalar
 // copy (Zen 4, 2 threads, N = 1e5 in cache: features D = 4 / 32 took 4.7 / 6.0 times a fill).
+// A last chunk of one column (K = 2^m + 1: D = 8, 16, 32) is scattered where the rows are an L1
+// stage, instead of a whole transpose for it: 2-core Xeon, 1e5 points, bfloat16 D = 16 / 32: 189-191
+// -> 150-162 / 347-360 -> 303-308 us, float64 D = 16 / 32: 450-454 -> 428-444 / 907-925 -> 863-899
+// us. Scattered straight into the output, float32 D = 16 measured slower (155 -> 169 us).
 template <typename T>
-void transpose_to_rows(const T* cols, int64_t ld, int K, T* rows) {
+void transpose_to_rows(const T* cols, int64_t ld, int K, T* rows, bool rows_in_l1) {
   using Z = Zmm<T>;
   for (int k0 = 0; k0 < K; k0 += Z::W) {
     const int w = std::min(Z::W, K - k0);
+    if (w == 1 && rows_in_l1) {
+      Z::scatter(rows + k0, K, Z::load(cols + k0 * ld));
+      continue;
+    }
     typename Z::V c[Z::W], p[Z::W];
     for (int k = 0; k < Z::W; ++k) c[k] = k < w ? Z::load(cols + (k0 + k) * ld) : Z::zero();
     Z::transpose(c, p);
@@ -89,6 +108,11 @@ void transpose_to_columns(const T* rows, int64_t row_stride, int K, T* cols, int
   using Z = Zmm<T>;
   for (int k0 = 0; k0 < K; k0 += Z::W) {
     const int w = std::min(Z::W, K - k0);
+    if (w == 1) {  // one column left: a gather, not a transpose (features' backward, 1e5 rows, Xeon:
+      // float32 D = 16 268-307 -> 249-250 us, float64 D = 8 282-305 -> 263-272 us)
+      Z::store(cols + k0 * ld, Z::gather(rows + k0, int(row_stride)));
+      continue;
+    }
     typename Z::V r[Z::W], c[Z::W];
     for (int i = 0; i < Z::W; ++i) r[i] = Z::load_first(rows + i * row_stride + k0, w);
     Z::transpose(r, c);
@@ -119,7 +143,7 @@ class Interleave16 {
   // cols (K rows of 16 points, row stride ld) -> rows (16 rows of K, contiguous).
   void operator()(const float* cols, int64_t ld, float* rows) const {
     if (K_ <= kMaxRowsChainK) return chains(to_rows_, cols, ld, rows, 16);
-    transpose_to_rows(cols, ld, K_, rows);
+    transpose_to_rows(cols, ld, K_, rows, /*rows_in_l1=*/false);
   }
 
   // The inverse: rows (16 rows of K, row i at rows + i * row_stride) -> cols (K rows, stride ld).
@@ -261,7 +285,9 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
   POLYFIT_DISPATCH_BASIS(basis, [&] {
     // An output element, interleaved into rows and stored, costs about 8 of a series' FMAs (Zen 4,
     // 2 threads: D = 16 at 10^4 points took 20 us split, 32 us on one thread when counted as 1).
-    at::parallel_for(0, ceil_div(M, L), grain(int64_t(L) * K * 8), [&](int64_t b0, int64_t b1) {
+    // K and increasing by copy: by reference, the tile's stores could alias them, and they were
+    // reloaded for every column (float64 D = 8 at 1e5 points: 247-264 -> 231-236 us).
+    at::parallel_for(0, ceil_div(M, L), grain(int64_t(L) * K * 8), [&, K, increasing](int64_t b0, int64_t b1) {
       // Column k of L points lands in row k of the tile (row K-1-k for decreasing order); the
       // output wants L rows of K: Interleave16 on AVX-512 (float lanes; half types then convert
       // the rows in registers), 8 x 8 transposes for doubles, else a scalar copy, which measured faster than at::vec's
@@ -301,7 +327,7 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
         *reinterpret_cast<volatile char*>(o + int64_t(n) * K - 1) = 0;
 #if defined(CPU_CAPABILITY_AVX512)
         if constexpr (std::is_same_v<scalar_t, float>) {
-          if (n == L) {
+          if (n == L) {  // straight into the output (through the stage, D = 16 at 1e5 points: 155 -> 229 us)
             for (int g = 0; g < L; g += 16) (*interleave)(tile.data() + g, L, o + int64_t(g) * K);
             continue;
           }
@@ -310,14 +336,15 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
             // Rows of K doubles go to an L1 stage, then out as whole vectors on whole cache lines (a
             // block of L points starts on a line). Zen 4, one thread, 1e5 points, D = 32: 3.4-3.8 ms
             // with a scalar copy, 2.7-3.2 with the transposes' rows stored straight into the output
-            // (a store covering a line in part), 2.0-2.3 through the stage. (float32 measured no gain.)
-            for (int g = 0; g < L; g += Zmm<double>::W) transpose_to_rows(tile.data() + g, L, K, stage.data() + g * K);
+            // (a store covering a line in part), 2.0-2.3 through the stage.
+            for (int g = 0; g < L; g += Zmm<double>::W)
+              transpose_to_rows(tile.data() + g, L, K, stage.data() + g * K, /*rows_in_l1=*/true);
             for (int e = 0; e < L * K; e += Zmm<double>::W) Zmm<double>::store(o + e, Zmm<double>::load(stage.data() + e));
             continue;
           }
         } else if constexpr (kHalf) {
-          if (interleave && n == L) {  // L rows of K floats, then stored as K packs, converted
-            for (int g = 0; g < L; g += 16) (*interleave)(tile.data() + g, L, rows.data() + g * K);
+          if (n == L) {  // L rows of K floats (K > 7 here), then stored as K packs, converted
+            for (int g = 0; g < L; g += 16) transpose_to_rows(tile.data() + g, L, K, rows.data() + g * K, /*rows_in_l1=*/true);
             for (int e = 0; e < L * K; e += L) store_lanes(Pack<T>::load(rows.data() + e), o + e, L);
             continue;
           }
