@@ -121,18 +121,20 @@ void transpose_to_columns(const T* rows, int64_t row_stride, int K, T* cols, int
 }
 
 // Turns the tile's K rows (row k: column k of 16 points, row stride ld) into the 16 output rows of
-// K floats at `rows`, and back (columns()). Up to K = 7 (rows) or 9 (columns) the K vectors of
+// K floats at `rows`, and back (columns()). Up to K = 9 the K vectors of
 // either side are gathered from the K of the other by chains of K - 1 two-source permutes each
 // (K (K - 1) per 16 points); beyond, a 16 x 16 transpose (64 shuffles) and a masked store (load)
 // per point, 16 columns at a time. Measured on Zen 4, one thread, N = 1e5 in cache, features D = 1
 // / 2 / 4 / 5 / 6: 40 / 53 / 119 / 146 / 166 us with one masked permute per (vector, column) up to
 // K = 6 (K^2 mask registers spill) and transposes beyond, 34 / 44 / 77-94 / 107-117 / 144-148 us
-// with the chains. At K = 8 and 9 the chains lose to the transpose for rows (2 threads, D = 7 / 8:
-// 69-75 / 84-102 vs 80-87 / 83-117 us) but win for columns in features' backward (114-125 /
-// 126-133 vs 78-83 / 108-110 us).
+// with the chains. At K = 8 and 9 the chains, read from the tile, lost to the transpose for rows (2
+// threads, D = 7 / 8: 69-75 / 84-102 vs 80-87 / 83-117 us) but won for columns in features'
+// backward (114-125 / 126-133 vs 78-83 / 108-110 us). Computed in registers and chained straight
+// to the output (features_blocks_in_registers), they win for rows too (2-core Xeon, 1e5 points, D =
+// 7 / 8: float32 66-75 / 77-88 -> 55 / 70 us, bfloat16 92-94 / 97-99 -> 67-68 / 84-85 us).
 class Interleave16 {
  public:
-  static constexpr int kMaxRowsChainK = 7, kMaxChainK = 9;
+  static constexpr int kMaxChainK = 9;
   explicit Interleave16(int K) : K_(K) {
     if (K_ > kMaxChainK) return;
     // rows vector q, lane i holds point (16q + i) / K, column (16q + i) % K; a column vector k,
@@ -142,7 +144,7 @@ class Interleave16 {
   }
   // cols (K rows of 16 points, row stride ld) -> rows (16 rows of K, contiguous).
   void operator()(const float* cols, int64_t ld, float* rows) const {
-    if (K_ <= kMaxRowsChainK) return chains(to_rows_, cols, ld, rows, 16);
+    if (K_ <= kMaxChainK) return chains(to_rows_, cols, ld, rows, 16);
     transpose_to_rows(cols, ld, K_, rows, /*rows_in_l1=*/false);
   }
 
@@ -245,7 +247,7 @@ class Interleave16 {
 #endif
 
 #if defined(CPU_CAPABILITY_AVX512)
-// features computed in float32 (float32 and half types), K <= 7: each 16 points' K columns stay in
+// features computed in float32 (float32 and half types), K <= 9: each 16 points' K columns stay in
 // registers and go straight through the permute chains to the output rows (no tile round trip; for
 // bfloat16 at 1e5 points, D = 4, 2 threads: 63-69 -> 45-46 us). Runs the task's full blocks of L
 // points from blk on and returns the first block left (a partial last one).
@@ -291,7 +293,7 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
       // Column k of L points lands in row k of the tile (row K-1-k for decreasing order); the
       // output wants L rows of K: Interleave16 on AVX-512 (float lanes; half types then convert
       // the rows in registers), 8 x 8 transposes for doubles, else a scalar copy, which measured faster than at::vec's
-      // masked-store transpose or gathers on AMD Zen 4. float32 blocks of up to 7 columns skip the
+      // masked-store transpose or gathers on AMD Zen 4. float32 blocks of up to 9 columns skip the
       // tile (features_blocks_in_registers); the loop below takes what they leave.
       std::vector<T> tile(size_t(K) * L);
 #if defined(CPU_CAPABILITY_AVX512)
@@ -306,7 +308,7 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
 #if defined(CPU_CAPABILITY_AVX512)
       if constexpr (std::is_same_v<T, float>) {
         with_width(K, [&](auto k) {
-          if constexpr (k <= Interleave16::kMaxRowsChainK)
+          if constexpr (k <= Interleave16::kMaxChainK)
             blk = features_blocks_in_registers<kBasis, k>(xp, sx, M, op, blk, b1, w, increasing, *interleave, pages);
         });
       }
@@ -343,7 +345,7 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
             continue;
           }
         } else if constexpr (kHalf) {
-          if (n == L) {  // L rows of K floats (K > 7 here), then stored as K packs, converted
+          if (n == L) {  // L rows of K floats (K > 9 here), then stored as K packs, converted
             for (int g = 0; g < L; g += 16) transpose_to_rows(tile.data() + g, L, K, rows.data() + g * K, /*rows_in_l1=*/true);
             for (int e = 0; e < L * K; e += L) store_lanes(Pack<T>::load(rows.data() + e), o + e, L);
             continue;
