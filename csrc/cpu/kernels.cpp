@@ -143,8 +143,9 @@ class Interleave16 {
     build_chain(to_cols_, [K](int k, int i) { return std::pair{(i * K + k) / 16, (i * K + k) % 16}; });
   }
   // cols (K rows of 16 points, row stride ld) -> rows (16 rows of K, contiguous).
+  // Full blocks of up to 9 columns never come here: they are chained in registers
+  // (features_blocks_in_registers, through store_rows).
   void operator()(const float* cols, int64_t ld, float* rows) const {
-    if (K_ <= kMaxChainK) return chains(to_rows_, cols, ld, rows, 16);
     transpose_to_rows(cols, ld, K_, rows, /*rows_in_l1=*/false);
   }
 
