@@ -90,6 +90,27 @@ def test_gradients_low_precision_against_float64(device, basis, dtype):
     assert np.all(err <= out_u * np.abs(cexp) + 300 * comp_u * (np.abs(V).T @ np.abs(gn)))
 
 
+# Power-basis coefficient gradients whose terms g x^k span float32's whole range, below its smallest
+# normal and up to 2^112: on AVX-512 such chains run scaled by a power of two (as far up as the
+# largest |g| and |x| of their pack allow) and are scaled back per moment. Every backend must agree
+# with float64 to float32 rounding; a term below the smallest normal may be off by its subnormal
+# rounding (2^-149 per step of a chain) where a backend does not scale.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_power_coeff_gradient_where_terms_go_subnormal(device, dtype):
+    n, degree = 2000, 16
+    rng = np.random.default_rng(11)
+    x = torch.tensor(rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-12, 2, n), dtype=dtype)
+    g = torch.tensor(rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-40, 80, n), dtype=dtype)
+    c = torch.zeros(degree + 1, dtype=dtype, device=device, requires_grad=True)
+    (gc,) = torch.autograd.grad(polyfit.polyval(x.to(device), c), c, g.to(device))
+    xn, gn = x.double().numpy(), g.double().numpy()
+    V = oracle.vander(xn, degree, "power")
+    expected = V.T @ gn
+    out_u, comp_u = ROUNDING[dtype]
+    bound = out_u * np.abs(expected) + n * comp_u * (np.abs(V).T @ np.abs(gn)) + n * (degree + 1) * 2.0**-149
+    _check(gc, expected, bound, dtype)
+
+
 @pytest.mark.parametrize("increasing", [True, False])
 @pytest.mark.parametrize("domain", [None, (-1.0, 4.0)])
 # Rows of one point each, float32: on AVX-512, rows of up to 9 coefficients pass through registers
