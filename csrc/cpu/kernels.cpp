@@ -599,8 +599,8 @@ void series_cpu(const Tensor& x, const Tensor& coeffs, Tensor& y, Basis basis, c
 // e = floor(log2 |.|), the chain keeps |g t^j| >= 2^lo for j <= steps, lo = e_g + steps min(e_t, 0),
 // and all its values below 2^hi, hi = e_g + 1 + (steps + 1) max(e_t + 1, 0), bounds taken over the
 // pack's points in each lane. A pack is first tested on lo alone: most packs stop there.
-// Power D = 16 backward op (moments only), N = 1e6 float32, x in [0, 1), Xeon: 350-355 -> 240 us;
-// x in [0.5, 1), where nothing is subnormal: 173-179 -> 186-190 us (the test).
+// Power D = 16 backward op (moments only), N = 1e6 float32, x in [0, 1), Xeon: 347-351 -> 243-255
+// us; x in [0.5, 1), where nothing is subnormal: 174-179 -> 187-189 us (the test). AVX-512 only.
 #if defined(CPU_CAPABILITY_AVX512)
 template <Basis B, typename T>
 constexpr bool kScaleSubnormalChains = B == Basis::Power && std::is_same_v<T, float>;
@@ -632,9 +632,6 @@ C10_ALWAYS_INLINE bool subnormal_chain_scale(const Pack<float, U>& t, const Pack
   s = _mm512_max_ps(_mm512_min_ps(_mm512_sub_ps(_mm512_set1_ps(124.f), hi), _mm512_set1_ps(126.f)), zero);
   return true;
 }
-#else
-template <Basis B, typename T>
-constexpr bool kScaleSubnormalChains = false;
 #endif
 
 // Backward in one pass over (x, grad), row by row:
@@ -689,10 +686,10 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
         if (!gc) return;
 #if defined(CPU_CAPABILITY_AVX512)
         if constexpr (kScaleSubnormalChains<B, T>) {
-          if (__m512 e; subnormal_chain_scale(t, g, std::max(Km - 2, 0), e)) {
+          if (__m512 lift; subnormal_chain_scale(t, g, std::max(Km - 2, 0), lift)) {
             P gs;
-            for (int u = 0; u < kU; ++u) gs.v[u] = _mm512_scalef_ps(g.v[u], e);
-            const Vectorized<T> back(_mm512_scalef_ps(_mm512_set1_ps(1.f), _mm512_sub_ps(_mm512_setzero_ps(), e)));
+            for (int u = 0; u < kU; ++u) gs.v[u] = _mm512_scalef_ps(g.v[u], lift);
+            const Vectorized<T> back(_mm512_scalef_ps(_mm512_set1_ps(1.f), _mm512_sub_ps(_mm512_setzero_ps(), lift)));
             basis_values<B, T>(t, gs, Km, [&](int k, const P& q) { acc[k] = acc[k] + fold(q) * back; });
             return;
           }
