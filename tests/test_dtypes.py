@@ -162,3 +162,40 @@ def test_output_dtype_is_promoted_and_gradients_keep_input_dtypes(device, x_dtyp
     np.testing.assert_allclose(y.detach().double().cpu().numpy(), ref, rtol=2e-3, atol=2e-3)
     y.sum().backward()
     assert x.grad.dtype == x_dtype and c.grad.dtype == c_dtype
+
+
+# bfloat16 results must be the float32 computation rounded exactly as torch rounds (to nearest, ties
+# to even, subnormals kept, NaN stays NaN), whichever conversion a CPU kernel uses: AVX-512 cores
+# with AVX512_BF16 round whole vectors in one instruction, which flushes subnormals, so vectors
+# holding one must take torch's path. 5000 points: full vectors and a tail.
+def test_bfloat16_results_round_as_torch_rounds(device):
+    gen = torch.Generator().manual_seed(5)
+    bits = lambda t: t.cpu().view(torch.int16)
+    x = (torch.rand(5000, generator=gen) * 4 - 2).to(torch.bfloat16).to(device)
+    c = torch.randn(9, generator=gen).to(torch.bfloat16).to(device)
+    expected = polyfit.polyval(x.float(), c.float()).to(torch.bfloat16)
+    assert torch.equal(bits(polyfit.polyval(x, c)), bits(expected))
+
+    # 1 + k 2^-8 for odd k is a tie between two bfloat16 neighbours: even mantissas win
+    tx = ((torch.arange(5000) % 128 * 2 + 1) * 2.0**-8).to(torch.bfloat16).to(device)  # exact: 8 bits
+    one = torch.ones(2, dtype=torch.bfloat16, device=device)
+    tied = (tx.float() + 1).to(torch.bfloat16)
+    assert not torch.equal(tied.float(), tx.float() + 1)  # the sums do need rounding
+    assert torch.equal(bits(polyfit.polyval(tx, one)), bits(tied))
+
+    # subnormal, infinite and NaN results inside full vectors: 0 + 1 x is x itself
+    special = torch.tensor([1e-39, -3e-40, 9e-41, 1.0, float("inf"), -float("inf"), float("nan"), 3e38, -2.0, 0.0])
+    sx = special.repeat(500).to(torch.bfloat16).to(device)
+    y = polyfit.polyval(sx, torch.tensor([0.0, 1.0], dtype=torch.bfloat16, device=device))
+    nan = torch.isnan(sx.cpu())
+    assert torch.equal(torch.isnan(y.cpu()), nan)
+    assert torch.equal(bits(y)[~nan], bits(sx)[~nan])
+
+    # features, and the x-gradient of the backward
+    assert torch.equal(bits(polyfit.features(x, 8)), bits(polyfit.features(x.float(), 8).to(torch.bfloat16)))
+    g = torch.randn(5000, generator=gen).to(torch.bfloat16).to(device)
+    xg = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(polyfit.polyval(xg, c), xg, g)
+    xf = x.float().requires_grad_(True)
+    (gxf,) = torch.autograd.grad(polyfit.polyval(xf, c.float()), xf, g.float())
+    assert torch.equal(bits(gx), bits(gxf.to(torch.bfloat16)))

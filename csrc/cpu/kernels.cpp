@@ -179,7 +179,7 @@ class Interleave16 {
       for (int o = 0; o < K; o += 2) {
         const __m512 a = permute_chain<K>(f.to_rows[o], v);
         const __m512 b = o + 1 < K ? permute_chain<K>(f.to_rows[o + 1], v) : a;
-        at::vec::convert_from_float<scalar_t>(Vectorized<float>(a), Vectorized<float>(b)).store(rows + o * 16, o + 1 < K ? 32 : 16);
+        from_float<scalar_t>(Vectorized<float>(a), Vectorized<float>(b)).store(rows + o * 16, o + 1 < K ? 32 : 16);
       }
     }
   }

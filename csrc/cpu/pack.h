@@ -194,6 +194,32 @@ C10_ALWAYS_INLINE Pack<T> load_lanes(const scalar_t* p, int64_t stride, int coun
   return Pack<T>::load(buf);
 }
 
+// Two float vectors into one storage vector of a half type, rounded as torch rounds. bfloat16 on a
+// CPU with AVX512_BF16 takes one instruction (vcvtne2ps2bf16: round to nearest even, as torch) in
+// place of torch's 16 integer ops per pair; that instruction flushes subnormals and keeps NaN
+// payloads where torch does neither, so a pair holding either goes torch's way. Power polyval
+// forward, N = 1e6 bfloat16, Xeon: D = 2 64-65 -> 54-55 us, D = 16 131-133 -> 123 us.
+#if defined(CPU_CAPABILITY_AVX512)
+inline const bool kHardwareBf16 = [] {
+  __builtin_cpu_init();  // this runs in a static initializer, possibly before libgcc's own
+  return __builtin_cpu_supports("avx512bf16") != 0;
+}();
+#endif
+template <typename scalar_t>
+C10_ALWAYS_INLINE Vectorized<scalar_t> from_float(const Vectorized<float>& a, const Vectorized<float>& b) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    constexpr int kNanOrSubnormal = 0x01 | 0x20 | 0x80;  // vfpclassps: QNaN, denormal, SNaN
+    if (kHardwareBf16 && !(_mm512_fpclass_ps_mask(a, kNanOrSubnormal) | _mm512_fpclass_ps_mask(b, kNanOrSubnormal))) {
+      __m512i r;  // assembled: the library is built for AVX-512F, and runs where AVX512_BF16 is missing
+      asm("vcvtne2ps2bf16 %1, %2, %0" : "=v"(r) : "v"(static_cast<__m512>(a)), "v"(static_cast<__m512>(b)));
+      return Vectorized<c10::BFloat16>(r);
+    }
+  }
+#endif
+  return at::vec::convert_from_float<scalar_t>(a, b);
+}
+
 template <typename T, typename scalar_t>
 C10_ALWAYS_INLINE void store_lanes(const Pack<T>& v, scalar_t* p, int count) {
   if constexpr (std::is_same_v<scalar_t, T>) {
@@ -201,7 +227,7 @@ C10_ALWAYS_INLINE void store_lanes(const Pack<T>& v, scalar_t* p, int count) {
   } else if constexpr (kHalfInFloat<T, scalar_t>) {
     if (count == Pack<T>::kLanes) {
       for (int u = 0; u < kU; u += 2)
-        at::vec::convert_from_float<scalar_t>(v.v[u], v.v[u + 1]).store(p + u * Pack<T>::kWidth);
+        from_float<scalar_t>(v.v[u], v.v[u + 1]).store(p + u * Pack<T>::kWidth);
       return;
     }
   }
