@@ -90,17 +90,26 @@ def test_gradients_low_precision_against_float64(device, basis, dtype):
     assert np.all(err <= out_u * np.abs(cexp) + 300 * comp_u * (np.abs(V).T @ np.abs(gn)))
 
 
-# Power-basis coefficient gradients whose terms g x^k span float32's whole range, below its smallest
-# normal and up to 2^112: on AVX-512 such chains run scaled by a power of two (as far up as the
-# largest |g| and |x| of their pack allow) and are scaled back per moment. Every backend must agree
-# with float64 to float32 rounding; a term below the smallest normal may be off by its subnormal
-# rounding (2^-149 per step of a chain) where a backend does not scale.
+# Power-basis coefficient gradients whose terms g x^k go below float32's smallest normal: on AVX-512
+# such chains run scaled by a power of two and are scaled back per moment. "uniform": x in [-1, 1]
+# and g ~ N(0, 1) over several chunks, where the lifts stay within range; "extreme": terms from below
+# the smallest normal up to 2^112, where a chunk's lifted chains overflow and the chunk is redone
+# with lifts bounded by its largest |g| and |x|. Every backend must agree with float64 to float32
+# rounding; a term below the smallest normal may be off by its subnormal rounding (2^-149 per step
+# of a chain) where a backend does not scale.
+@pytest.mark.parametrize("data", ["uniform", "extreme"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_power_coeff_gradient_where_terms_go_subnormal(device, dtype):
-    n, degree = 2000, 16
+def test_power_coeff_gradient_where_terms_go_subnormal(device, dtype, data):
+    degree = 16
     rng = np.random.default_rng(11)
-    x = torch.tensor(rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-12, 2, n), dtype=dtype)
-    g = torch.tensor(rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-40, 80, n), dtype=dtype)
+    if data == "uniform":
+        n = 30000
+        x = torch.tensor(rng.uniform(-1, 1, n), dtype=dtype)
+        g = torch.tensor(rng.standard_normal(n), dtype=dtype)
+    else:
+        n = 2000
+        x = torch.tensor(rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-12, 2, n), dtype=dtype)
+        g = torch.tensor(rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-40, 80, n), dtype=dtype)
     c = torch.zeros(degree + 1, dtype=dtype, device=device, requires_grad=True)
     (gc,) = torch.autograd.grad(polyfit.polyval(x.to(device), c), c, g.to(device))
     xn, gn = x.double().numpy(), g.double().numpy()

@@ -592,45 +592,63 @@ void series_cpu(const Tensor& x, const Tensor& coeffs, Tensor& y, Basis basis, c
 
 // Power-basis moments g t^k fall below FLT_MIN where |t| is small (x in [0, 1) at degree 16:
 // |x| < 0.0042), and on Intel cores a multiply with a subnormal input takes a microcode assist
-// (~40 ns each on the Xeon here; a subnormal result, or an add of one, costs nothing extra). A pack
-// whose chains could hold one runs them on g 2^s instead of g, lane by lane, and scales each lane's
-// moment sums back by 2^-s: a power of two, so wherever the plain chain stays normal the result is
-// the same to the bit, and where it would have gone subnormal it is more accurate. With
-// e = floor(log2 |.|), the chain keeps |g t^j| >= 2^lo for j <= steps, lo = e_g + steps min(e_t, 0),
-// and all its values below 2^hi, hi = e_g + 1 + (steps + 1) max(e_t + 1, 0), bounds taken over the
-// pack's points in each lane. A pack is first tested on lo alone: most packs stop there.
-// Power D = 16 backward op (moments only), N = 1e6 float32, x in [0, 1), Xeon: 347-351 -> 243-255
-// us; x in [0.5, 1), where nothing is subnormal: 174-179 -> 187-189 us (the test). AVX-512 only.
+// (~40 ns each on the Xeon here; a subnormal product, or a sum of one, costs nothing extra). A pack
+// whose chains could go there runs them on g 2^s instead of g, lane by lane, and each lane's moment
+// sums are scaled back by 2^-s inside the accumulating FMA. A power of two commutes with rounding in
+// the normal range, so wherever the plain chains stay normal the result is the same to the bit, and
+// where they would not it is more accurate. With e = floor(log2 |.|) over the pack's points in each
+// lane, |g t^j| >= 2^lo for j < terms, lo = e_g + (terms - 1) min(e_t, 0); s lifts 2^lo to
+// 2^(kLiftMargin - 126), the margin keeping a cancelling fold sum normal.
+// The branch on whether a pack needs s is mispredicted wherever some packs do and others not (x in
+// [0, 1) at degree 16: 42% of them, at random), and the need is a long chain of dependent steps
+// after the pack's loads; so once a chunk has lifted, the next computes each pack's need while the
+// pack before runs. Lifts are unbounded above (to 2^100: t = 0 gives lo = -inf); a lane spanning
+// over ~2^240 can overflow, and a chunk that lifted and ends with a non-finite sum is redone
+// Bounded, with lifts that keep every term under 2^124.
+// Power D = 16 backward op, N = 1e6 float32, Xeon, moments only / with grad_x: x in [0, 1) 347-351
+// us unscaled, 227-251 / 313-356 with the need tested on the spot only, 206-214 / 300-315 now; x in
+// [0.5, 1), where nothing is lifted, 174-179 unscaled, 181-195 / 264-287 either way. AVX-512 only.
 #if defined(CPU_CAPABILITY_AVX512)
 template <Basis B, typename T>
 constexpr bool kScaleSubnormalChains = B == Basis::Power && std::is_same_v<T, float>;
+constexpr float kLiftMargin = 8.f, kMaxLift = 100.f;  // unbounded lifts stop at 2^100: zeros in t give lo = -inf
 
-// The lane-wise scale exponents s for the pack's chains g t^j (j <= steps feed a multiply), or
-// false where no lane needs one.
+constexpr int kAbsMin = 0x0A, kAbsMax = 0x0B;  // vrangeps: the smaller / larger magnitude, sign cleared
+
+// Lane by lane, the smallest (kAbsMin) or largest (kAbsMax) magnitude over a pack's vectors: a tree,
+// 3 dependent steps for 8.
+template <int Op, int U>
+C10_ALWAYS_INLINE __m512 lane_bound(const Pack<float, U>& p) {
+  Pack<float, U> r = p;
+  for (int n = U / 2; n > 0; n /= 2)
+    for (int u = 0; u < n; ++u) r.v[u] = _mm512_range_ps(r.v[u], r.v[u + n], Op);
+  return r.v[0];
+}
+
+// How far each lane of a pack's chains g t^j, j < terms, must be lifted: kLiftMargin - 126 - lo,
+// positive where a term could fall under 2^(kLiftMargin - 126).
 template <int U>
-C10_ALWAYS_INLINE bool subnormal_chain_scale(const Pack<float, U>& t, const Pack<float, U>& g, int steps, __m512& s) {
-  constexpr int kAbsMin = 0x0A, kAbsMax = 0x0B;  // vrangeps: the smaller / larger magnitude, sign cleared
-  __m512 min_t = t.v[0], min_g = g.v[0];
-  for (int u = 1; u < U; ++u) {
-    min_t = _mm512_range_ps(min_t, t.v[u], kAbsMin);
-    min_g = _mm512_range_ps(min_g, g.v[u], kAbsMin);
+C10_ALWAYS_INLINE __m512 chain_lift_need(const Pack<float, U>& t, const Pack<float, U>& g, int terms) {
+  const __m512 n = _mm512_set1_ps(float(terms - 1));
+  const __m512 lo = _mm512_fmadd_ps(_mm512_min_ps(_mm512_getexp_ps(lane_bound<kAbsMin>(t)), _mm512_setzero_ps()), n,
+                                    _mm512_getexp_ps(lane_bound<kAbsMin>(g)));
+  return _mm512_sub_ps(_mm512_set1_ps(kLiftMargin - 126.f), lo);
+}
+
+// The lane-wise scale exponents s (0 <= s <= 126) for that need.
+template <bool Bounded, int U>
+C10_ALWAYS_INLINE __m512 chain_lift(__m512 need, const Pack<float, U>& t, const Pack<float, U>& g, int terms) {
+  // vminps / vmaxps return their second operand when one is NaN: a NaN bound ends as s = 0.
+  __m512 s = _mm512_min_ps(_mm512_set1_ps(Bounded ? 126.f : kMaxLift), need);
+  if constexpr (Bounded) {  // and every term below 2^124, so that a fold of 8 stays finite
+    const __m512 one = _mm512_set1_ps(1.f);
+    const __m512 hi = _mm512_add_ps(
+        _mm512_fmadd_ps(_mm512_max_ps(_mm512_add_ps(_mm512_getexp_ps(lane_bound<kAbsMax>(t)), one), _mm512_setzero_ps()),
+                        _mm512_set1_ps(float(terms)), _mm512_getexp_ps(lane_bound<kAbsMax>(g))),
+        one);
+    s = _mm512_min_ps(_mm512_sub_ps(_mm512_set1_ps(124.f), hi), s);
   }
-  const __m512 n = _mm512_set1_ps(float(steps)), zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.f);
-  const __m512 lo = _mm512_fmadd_ps(_mm512_min_ps(_mm512_getexp_ps(min_t), zero), n, _mm512_getexp_ps(min_g));
-  if (!_mm512_cmp_ps_mask(lo, _mm512_set1_ps(-126.f), _CMP_NGE_UQ)) return false;
-  __m512 max_t = t.v[0], max_g = g.v[0];
-  for (int u = 1; u < U; ++u) {
-    max_t = _mm512_range_ps(max_t, t.v[u], kAbsMax);
-    max_g = _mm512_range_ps(max_g, g.v[u], kAbsMax);
-  }
-  const __m512 hi = _mm512_add_ps(_mm512_fmadd_ps(_mm512_max_ps(_mm512_add_ps(_mm512_getexp_ps(max_t), one), zero),
-                                                  _mm512_add_ps(n, one), _mm512_getexp_ps(max_g)), one);
-  // As far up as there is room: the fold sums U = 8 values (2^3) and must stay finite (2^127), and
-  // the way back, 2^-s, must be normal itself (s <= 126). Scaling by just enough for lo measured
-  // slower: the folded sum, multiplied on the way back, could still be subnormal. A NaN bound gives
-  // s = 0 (vmaxps returns its second operand then); an infinite one gives s <= 0.
-  s = _mm512_max_ps(_mm512_min_ps(_mm512_sub_ps(_mm512_set1_ps(124.f), hi), _mm512_set1_ps(126.f)), zero);
-  return true;
+  return _mm512_max_ps(s, _mm512_setzero_ps());
 }
 #endif
 
@@ -668,6 +686,9 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
     };
     std::optional<FreshPages> pages;
     if (gx) pages.emplace(gx_at(t0), gx_at(t1));
+    // Whether the last chunk lifted any chain: if so, the next computes each pack's need a pack ahead.
+    // Needs and lifts are the same either way (a function of each pack): the result does not depend on it.
+    bool lift_ahead = false;
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t r = task / chunks, c0 = (task % chunks) * kChunk;
       const int64_t c1 = std::min(s.N, c0 + kChunk);
@@ -677,37 +698,81 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
         s.load_row_coeffs(r, cwork.data());
         coef = derived_coeffs<B, T>(cwork.data(), K, order + 1, scale_pow_x);
       }
-      if (gc) std::fill(acc.begin(), acc.end(), Vectorized<T>(T(0)));
       const scalar_t* xr = s.x + r * s.sxr;
       const scalar_t* gr = gp + r * sgr;
       scalar_t* gxr = gx ? gx + r * s.N : nullptr;
-      const auto body = [&](const P& t, const P& g, int64_t n0, int n) {
-        if (gx) store_lanes(g * series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t), gxr + n0, n);
-        if (!gc) return;
+      // Bounded: the chains' lifts also bound the largest terms (the redo of a chunk that overflowed).
+      const auto run_chunk = [&](auto bounded_tag) {
+        [[maybe_unused]] constexpr bool kBounded = decltype(bounded_tag)::value;
 #if defined(CPU_CAPABILITY_AVX512)
-        if constexpr (kScaleSubnormalChains<B, T>) {
-          if (__m512 lift; subnormal_chain_scale(t, g, std::max(Km - 2, 0), lift)) {
+        constexpr bool kLift = kScaleSubnormalChains<B, T>;
+        __m512 lifted = _mm512_setzero_ps();  // the largest lift of the chunk, lane by lane
+        const auto need_of = [&](const P& t, const P& g) {
+          if constexpr (kLift) return chain_lift_need(t, g, Km);
+          else return _mm512_setzero_ps();
+        };
+#else
+        constexpr bool kLift = false;
+        const auto need_of = [](const P&, const P&) { return 0; };
+#endif
+        // need: the pack's chain_lift_need (unused unless kLift)
+        const auto body = [&](const P& t, const P& g, int64_t n0, int n, auto need) {
+          if (gx) store_lanes(g * series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t), gxr + n0, n);
+          if (!gc) return;
+#if defined(CPU_CAPABILITY_AVX512)
+          // after a chunk that lifted, need was computed a pack ahead: a mispredicted branch waits for nothing
+          if constexpr (kLift) if (_mm512_cmp_ps_mask(need, _mm512_setzero_ps(), _CMP_GT_OQ)) {
+            const __m512 lift = chain_lift<kBounded>(need, t, g, Km);
+            lifted = _mm512_max_ps(lifted, lift);
+            const __m512 up = _mm512_scalef_ps(_mm512_set1_ps(1.f), lift);
+            const __m512 back = _mm512_scalef_ps(_mm512_set1_ps(1.f), _mm512_sub_ps(_mm512_setzero_ps(), lift));
             P gs;
-            for (int u = 0; u < kU; ++u) gs.v[u] = _mm512_scalef_ps(g.v[u], lift);
-            const Vectorized<T> back(_mm512_scalef_ps(_mm512_set1_ps(1.f), _mm512_sub_ps(_mm512_setzero_ps(), lift)));
-            basis_values<B, T>(t, gs, Km, [&](int k, const P& q) { acc[k] = acc[k] + fold(q) * back; });
+            for (int u = 0; u < kU; ++u) gs.v[u] = _mm512_mul_ps(g.v[u], up);
+            basis_values<B, T>(t, gs, Km, [&](int k, const P& q) {
+              acc[k] = Vectorized<T>(_mm512_fmadd_ps(fold(q), back, acc[k]));
+            });
             return;
           }
+#endif
+          basis_values<B, T>(t, g, Km, [&](int k, const P& q) { acc[k] = acc[k] + fold(q); });
+        };
+        if (gc) std::fill(acc.begin(), acc.end(), Vectorized<T>(T(0)));
+        int64_t n0 = c0;
+        if (direct) {  // full packs of contiguous float/double rows: plain vector loads
+          const T* xd = reinterpret_cast<const T*>(xr);
+          const T* gd = reinterpret_cast<const T*>(gr);
+          const auto pack_at = [&](int64_t m) { return std::pair(map_to_window(P::load(xd + m), w), P::load(gd + m)); };
+          // Where the last chunk lifted, each pack's need is computed while the one before runs.
+          const bool ahead = kLift && gc && lift_ahead;
+          auto need = decltype(need_of(P(), P())){};
+          if (ahead && n0 + L <= c1) need = std::apply(need_of, pack_at(n0));
+          for (; n0 + L <= c1; n0 += L) {
+            const auto [t, g] = pack_at(n0);
+            if (kLift && gc && !ahead) need = need_of(t, g);  // on the spot: the branch predicts no lift
+            auto next = need;
+            if (ahead && n0 + 2 * L <= c1) next = std::apply(need_of, pack_at(n0 + L));
+            body(t, g, n0, L, need);
+            need = next;
+          }
+        }
+        for (; n0 < c1; n0 += L) {
+          const int n = static_cast<int>(std::min<int64_t>(L, c1 - n0));
+          const P t = map_to_window(load_lanes<T>(xr + n0 * s.sxn, s.sxn, n, fill), w);
+          const P g = load_lanes<T>(gr + n0 * sgn, sgn, n, T(0));
+          body(t, g, n0, n, kLift && gc ? need_of(t, g) : decltype(need_of(t, g)){});
+        }
+#if defined(CPU_CAPABILITY_AVX512)
+        if constexpr (kLift) {  // true: a lifted chain may have overflowed
+          lift_ahead = _mm512_cmp_ps_mask(lifted, _mm512_setzero_ps(), _CMP_GT_OQ);
+          if (!gc || kBounded || !lift_ahead) return false;
+          constexpr int kNotFinite = 0x01 | 0x08 | 0x10 | 0x80;  // vfpclassps: QNaN, +inf, -inf, SNaN
+          for (int k = 0; k < Km; ++k)
+            if (_mm512_fpclass_ps_mask(acc[k], kNotFinite)) return true;
         }
 #endif
-        basis_values<B, T>(t, g, Km, [&](int k, const P& q) { acc[k] = acc[k] + fold(q); });
+        return false;
       };
-      int64_t n0 = c0;
-      if (direct) {  // full packs of contiguous float/double rows: plain vector loads
-        for (; n0 + L <= c1; n0 += L)
-          body(map_to_window(P::load(reinterpret_cast<const T*>(xr) + n0), w),
-               P::load(reinterpret_cast<const T*>(gr) + n0), n0, L);
-      }
-      for (; n0 < c1; n0 += L) {
-        const int n = static_cast<int>(std::min<int64_t>(L, c1 - n0));
-        body(map_to_window(load_lanes<T>(xr + n0 * s.sxn, s.sxn, n, fill), w),
-             load_lanes<T>(gr + n0 * sgn, sgn, n, T(0)), n0, n);
-      }
+      if (run_chunk(std::false_type{})) run_chunk(std::true_type{});
       if (gc) {
         double* dst = partial.data() + size_t(task) * Km;
         for (int k = 0; k < Km; ++k) dst[k] = double(lane_sum(acc[k]));
