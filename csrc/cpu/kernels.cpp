@@ -591,8 +591,8 @@ void series_cpu(const Tensor& x, const Tensor& coeffs, Tensor& y, Basis basis, c
 }
 
 // Power-basis moments g t^k fall below FLT_MIN where |t| is small (x in [0, 1) at degree 16:
-// |x| < 0.0042), and on Intel cores a multiply with a subnormal input takes a microcode assist
-// (~40 ns each on the Xeon here; a subnormal product, or a sum of one, costs nothing extra). A pack
+// |x| < 0.0042), and on Intel cores a multiply whose input or result is subnormal takes a microcode
+// assist (4.5-40 ns on the Xeon here); an FMA whose result is normal, or an add, takes none. A pack
 // whose chains could go there runs them on g 2^s instead of g, lane by lane, and each lane's moment
 // sums are scaled back by 2^-s inside the accumulating FMA. A power of two commutes with rounding in
 // the normal range, so wherever the plain chains stay normal the result is the same to the bit, and
