@@ -715,6 +715,7 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
         constexpr bool kLift = false;
         const auto need_of = [](const P&, const P&) { return 0; };
 #endif
+        using Need = decltype(need_of(P(), P()));
         // need: the pack's chain_lift_need (unused unless kLift)
         const auto body = [&](const P& t, const P& g, int64_t n0, int n, auto need) {
           if (gx) store_lanes(g * series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t), gxr + n0, n);
@@ -741,16 +742,16 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
         if (direct) {  // full packs of contiguous float/double rows: plain vector loads
           const T* xd = reinterpret_cast<const T*>(xr);
           const T* gd = reinterpret_cast<const T*>(gr);
-          const auto pack_at = [&](int64_t m) { return std::pair(map_to_window(P::load(xd + m), w), P::load(gd + m)); };
+          const auto t_at = [&](int64_t m) { return map_to_window(P::load(xd + m), w); };
+          const auto g_at = [&](int64_t m) { return P::load(gd + m); };
           // Where the last chunk lifted, each pack's need is computed while the one before runs.
           const bool ahead = kLift && gc && lift_ahead;
-          auto need = decltype(need_of(P(), P())){};
-          if (ahead && n0 + L <= c1) need = std::apply(need_of, pack_at(n0));
+          Need need{};
+          if (ahead && n0 + L <= c1) need = need_of(t_at(n0), g_at(n0));
           for (; n0 + L <= c1; n0 += L) {
-            const auto [t, g] = pack_at(n0);
+            const P t = t_at(n0), g = g_at(n0);
             if (kLift && gc && !ahead) need = need_of(t, g);  // on the spot: the branch predicts no lift
-            auto next = need;
-            if (ahead && n0 + 2 * L <= c1) next = std::apply(need_of, pack_at(n0 + L));
+            const Need next = ahead && n0 + 2 * L <= c1 ? need_of(t_at(n0 + L), g_at(n0 + L)) : need;
             body(t, g, n0, L, need);
             need = next;
           }
@@ -759,7 +760,7 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
           const int n = static_cast<int>(std::min<int64_t>(L, c1 - n0));
           const P t = map_to_window(load_lanes<T>(xr + n0 * s.sxn, s.sxn, n, fill), w);
           const P g = load_lanes<T>(gr + n0 * sgn, sgn, n, T(0));
-          body(t, g, n0, n, kLift && gc ? need_of(t, g) : decltype(need_of(t, g)){});
+          body(t, g, n0, n, kLift && gc ? need_of(t, g) : Need{});
         }
 #if defined(CPU_CAPABILITY_AVX512)
         if constexpr (kLift) {  // true: a lifted chain may have overflowed
