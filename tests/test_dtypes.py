@@ -120,6 +120,26 @@ def test_power_coeff_gradient_where_terms_go_subnormal(device, dtype, data):
     _check(gc, expected, bound, dtype)
 
 
+# Power-basis coefficient gradients where x^2 overflows float32 (|x| >= 2^64) but the low moments
+# sum g x^k do not (g ~ 2^-100): a kernel that steps the powers by x^2 must not turn those into inf,
+# nor the zeros in g into NaN (0 * inf); the CPU kernel redoes such a chunk with plain steps.
+@pytest.mark.parametrize("degree", [2, 3, 5, 12])
+def test_power_coeff_gradient_where_x_squared_overflows(device, degree):
+    rng = np.random.default_rng(degree)
+    n = 3000
+    x = torch.tensor(2.0 ** rng.uniform(64, 70, n), dtype=torch.float32)
+    g = torch.tensor(2.0 ** rng.uniform(-100, -90, n), dtype=torch.float32)
+    g[::7] = 0
+    c = torch.zeros(degree + 1, device=device, requires_grad=True)
+    (gc,) = torch.autograd.grad(polyfit.polyval(x.to(device), c), c, g.to(device))
+    xn, gn = x.double().numpy(), g.double().numpy()
+    V = oracle.vander(xn, degree, "power")
+    expected = V.T @ gn  # all terms positive: no cancellation; from x^4 on beyond float32
+    assert np.all(np.isfinite(expected[:4])) and np.all(np.abs(expected[4:]) > torch.finfo(torch.float32).max)
+    u = ROUNDING[torch.float32][1]
+    _check(gc, expected, n * u * np.abs(expected), torch.float32)
+
+
 @pytest.mark.parametrize("increasing", [True, False])
 @pytest.mark.parametrize("domain", [None, (-1.0, 4.0)])
 # Rows of one point each, float32: on AVX-512, rows of up to 9 coefficients pass through registers

@@ -652,6 +652,30 @@ C10_ALWAYS_INLINE __m512 chain_lift(__m512 need, const Pack<float, U>& t, const 
 }
 #endif
 
+// A pack's moment partials sum_u g P_k(t), lane by lane, for k < Km, each to sink(k, partial).
+// Power basis, Paired: the even powers run the chain q <- q t^2 and each odd one is an FMA chain
+// sum_u q_u t_u off the even power below it, 1.5 vector ops a moment instead of a multiply and an
+// add each. t^2 can overflow (|t| >= 2^64) where (q t) t stays finite: a chunk whose sums end
+// non-finite is redone the plain way.
+template <Basis B, typename T, bool Paired, typename Sink>
+C10_ALWAYS_INLINE void moment_partials(const Pack<T>& t, const Pack<T>& g, int Km, Sink&& sink) {
+  if constexpr (B == Basis::Power && Paired) {
+    Pack<T> q = g;
+    const Pack<T> t2 = t * t;
+    for (int k = 0; k < Km; k += 2) {
+      sink(k, fold(q));
+      if (k + 1 < Km) {
+        Vectorized<T> odd = q.v[0] * t.v[0];
+        for (int u = 1; u < kU; ++u) odd = at::vec::fmadd(q.v[u], t.v[u], odd);
+        sink(k + 1, odd);
+      }
+      if (k + 2 < Km) q = q * t2;
+    }
+  } else {
+    basis_values<B, T>(t, g, Km, [&](int k, const Pack<T>& q) { sink(k, fold(q)); });
+  }
+}
+
 // Backward in one pass over (x, grad), row by row:
 //   grad_x[r, n] = grad * s^(nu+1) series_(nu+1)(coeffs[r], t)           (when gx is given)
 //   grad_c[r, :] = s^nu (D^T)^nu m_r,  m_r[k] = sum_n grad[r, n] P_k(t)   (when gc is given)
@@ -701,9 +725,10 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
       const scalar_t* xr = s.x + r * s.sxr;
       const scalar_t* gr = gp + r * sgr;
       scalar_t* gxr = gx ? gx + r * s.N : nullptr;
-      // Bounded: the chains' lifts also bound the largest terms (the redo of a chunk that overflowed).
-      const auto run_chunk = [&](auto bounded_tag) {
-        [[maybe_unused]] constexpr bool kBounded = decltype(bounded_tag)::value;
+      // Careful, the redo of a chunk whose sums ended non-finite: the plain chains (no t^2), with
+      // lifts that also bound the largest terms.
+      const auto run_chunk = [&](auto careful_tag) {
+        constexpr bool kCareful = decltype(careful_tag)::value;
 #if defined(CPU_CAPABILITY_AVX512)
         constexpr bool kLift = kScaleSubnormalChains<B, T>;
         __m512 lifted = _mm512_setzero_ps();  // the largest lift of the chunk, lane by lane
@@ -723,19 +748,19 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
 #if defined(CPU_CAPABILITY_AVX512)
           // after a chunk that lifted, need was computed a pack ahead: a mispredicted branch waits for nothing
           if constexpr (kLift) if (_mm512_cmp_ps_mask(need, _mm512_setzero_ps(), _CMP_GT_OQ)) {
-            const __m512 lift = chain_lift<kBounded>(need, t, g, Km);
+            const __m512 lift = chain_lift<kCareful>(need, t, g, Km);
             lifted = _mm512_max_ps(lifted, lift);
             const __m512 up = _mm512_scalef_ps(_mm512_set1_ps(1.f), lift);
             const __m512 back = _mm512_scalef_ps(_mm512_set1_ps(1.f), _mm512_sub_ps(_mm512_setzero_ps(), lift));
             P gs;
             for (int u = 0; u < kU; ++u) gs.v[u] = _mm512_mul_ps(g.v[u], up);
-            basis_values<B, T>(t, gs, Km, [&](int k, const P& q) {
-              acc[k] = Vectorized<T>(_mm512_fmadd_ps(fold(q), back, acc[k]));
+            moment_partials<B, T, !kCareful>(t, gs, Km, [&](int k, const Vectorized<T>& m) {
+              acc[k] = Vectorized<T>(_mm512_fmadd_ps(m, back, acc[k]));
             });
             return;
           }
 #endif
-          basis_values<B, T>(t, g, Km, [&](int k, const P& q) { acc[k] = acc[k] + fold(q); });
+          moment_partials<B, T, !kCareful>(t, g, Km, [&](int k, const Vectorized<T>& m) { acc[k] = acc[k] + m; });
         };
         if (gc) std::fill(acc.begin(), acc.end(), Vectorized<T>(T(0)));
         int64_t n0 = c0;
@@ -763,14 +788,14 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
           body(t, g, n0, n, kLift && gc ? need_of(t, g) : Need{});
         }
 #if defined(CPU_CAPABILITY_AVX512)
-        if constexpr (kLift) {  // true: a lifted chain may have overflowed
-          lift_ahead = _mm512_cmp_ps_mask(lifted, _mm512_setzero_ps(), _CMP_GT_OQ);
-          if (!gc || kBounded || !lift_ahead) return false;
-          constexpr int kNotFinite = 0x01 | 0x08 | 0x10 | 0x80;  // vfpclassps: QNaN, +inf, -inf, SNaN
-          for (int k = 0; k < Km; ++k)
-            if (_mm512_fpclass_ps_mask(acc[k], kNotFinite)) return true;
-        }
+        if constexpr (kLift) lift_ahead = _mm512_cmp_ps_mask(lifted, _mm512_setzero_ps(), _CMP_GT_OQ);
 #endif
+        // true: a sum is non-finite, where a lifted chain or t^2 may have overflowed
+        if (B != Basis::Power || !gc || kCareful) return false;
+        for (int k = 0; k < Km; ++k) {
+          const Vectorized<T> d = acc[k] - acc[k];  // NaN in the lanes of an infinite or NaN sum
+          if ((d == d).zero_mask()) return true;
+        }
         return false;
       };
       if (run_chunk(std::false_type{})) run_chunk(std::true_type{});
