@@ -2,7 +2,6 @@
 
 #include <ATen/ExpandUtils.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/promote_types.h>
 #include <c10/util/Exception.h>
 
 #include <vector>
@@ -58,8 +57,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fit(const at::Tensor& x, const at
                       weighted ? " and weight " : "", weighted ? c10::str(weight->sizes()) : std::string(),
                       " do not broadcast (each is (*B, N))");
   }
-  auto dtype = at::promote_types(x.scalar_type(), y.scalar_type());
-  if (weighted) dtype = at::promote_types(dtype, weight->scalar_type());
+  auto dtype = c10::promoteTypes(x.scalar_type(), y.scalar_type());
+  if (weighted) dtype = c10::promoteTypes(dtype, weight->scalar_type());
   const auto compute = (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
   const int64_t R = c10::multiply_integers(batch);
   auto rows = [&](const at::Tensor& t) {

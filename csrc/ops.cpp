@@ -17,8 +17,6 @@ namespace polyfit {
 
 namespace {
 
-constexpr int64_t kMaxDegree = int64_t(1) << 20;  // keeps 2k+1 and friends far inside int
-
 void check_floating(const at::Tensor& t, const char* name) {
   const auto s = t.scalar_type();
   TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16,
@@ -84,7 +82,7 @@ SeriesLayout series_layout(const at::Tensor& x, const at::Tensor& coeffs) {
                     coeffs.sizes());
   TORCH_CHECK_VALUE(coeffs.size(-1) <= kMaxDegree + 1, "coeffs has ", coeffs.size(-1),
                     " coefficients; at most ", kMaxDegree + 1, " are supported");
-  const auto dtype = at::promote_types(x.scalar_type(), coeffs.scalar_type());
+  const auto dtype = c10::promoteTypes(x.scalar_type(), coeffs.scalar_type());
 
   SeriesLayout L;
   L.K = coeffs.size(-1);

@@ -15,6 +15,9 @@ namespace polyfit {
 
 using OptDomain = std::optional<at::ArrayRef<double>>;
 
+constexpr int64_t kMaxDegree = int64_t(1) << 20;      // keeps 2k+1 and friends far inside int
+constexpr int64_t kMaxDerivative = int64_t(1) << 30;  // polyfit/_ops.py's MAX_DERIVATIVE
+
 Basis parse_basis(c10::string_view name);
 
 // The affine map of domain=(a, b) onto [-1, 1]; identity when no domain is given.

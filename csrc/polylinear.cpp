@@ -4,7 +4,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/mm.h>
-#include <ATen/ops/promote_types.h>
 #include <ATen/ops/sum.h>
 #include <c10/util/Exception.h>
 
@@ -66,7 +65,7 @@ Layer check_layer(const at::Tensor& x, const at::Tensor& weight) {
   L.in = x.size(1);
   L.out = weight.size(0);
   L.K = weight.size(2);
-  const auto dtype = at::promote_types(x.scalar_type(), weight.scalar_type());
+  const auto dtype = c10::promoteTypes(x.scalar_type(), weight.scalar_type());
   L.compute = (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
   return L;
 }
@@ -92,14 +91,14 @@ at::Tensor polylinear(const at::Tensor& x, const at::Tensor& weight, const std::
   const Basis b = parse_basis(basis);
   const InputMap map = parse_input_map(input_map);
   Layer L = check_layer(x, weight);
-  auto dtype = at::promote_types(x.scalar_type(), weight.scalar_type());
+  auto dtype = c10::promoteTypes(x.scalar_type(), weight.scalar_type());
   at::Tensor bias_c;
   if (bias.has_value() && bias->defined()) {
     check_float(*bias, "bias");
     check_device(x, "x", *bias, "bias");
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == L.out, "bias must have shape (out_features,) = (",
                       L.out, ",); got ", bias->sizes());
-    dtype = at::promote_types(dtype, bias->scalar_type());
+    dtype = c10::promoteTypes(dtype, bias->scalar_type());
     bias_c = bias->to(L.compute);
   }
   const at::Tensor xc = x.to(L.compute);

@@ -37,9 +37,7 @@ Domain = Optional[Sequence[float]]
 _polyval_op = torch.ops.polyfit.polyval.default if _backend.STATE.loaded else None
 _features_op = torch.ops.polyfit.features.default if _backend.STATE.loaded else None
 _eager = _backend.STATE.module if _backend.STATE.loaded else None
-_with_cuda = _backend.STATE.with_cuda
 _is_compiling = torch.compiler.is_compiling
-_has_torch_function = torch.overrides.has_torch_function
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks, shared by both backends; messages name the argument.
@@ -184,13 +182,16 @@ def features(x: Tensor, degree: int, basis: str = "power", *, domain: Domain = N
     torch.vander's default). t = x, or x mapped linearly from domain=(a, b) onto [-1, 1].
     Differentiable in x to any order.
     """
+    if domain is None and _eager is not None and not _is_compiling():
+        # The common call, checked in polyfit._C, which returns None for what takes the way below.
+        out = _eager.features(x, degree, basis, increasing)
+        if out is not None:
+            return out
     _check_tensor(x, "x")
     degree = _check_int(degree, "degree")
     basis = _check_basis(basis)
     domain = _check_domain(domain)
     if _backend.compiled_for(x):
-        if domain is None and not (_is_compiling() or _has_torch_function((x,))):
-            return _eager.features(x, degree, basis, bool(increasing))
         return _features_op(x, degree, basis, domain, bool(increasing))
     return reference.features(x, degree, basis, domain=domain, increasing=bool(increasing))
 
@@ -203,15 +204,14 @@ def polyval(x: Tensor, coeffs: Union[Tensor, Sequence[float]], basis: str = "pow
     coeffs (*B, D+1): one polynomial per row, x (*B, N) -> y (*B, N); the batch shapes broadcast.
     derivative=n returns the n-th derivative in x instead. Differentiable in x and coeffs to any order.
     """
-    if (domain is None and type(derivative) is int and 0 <= derivative <= MAX_DERIVATIVE and basis in BASES
-            and isinstance(x, Tensor) and isinstance(coeffs, Tensor) and _eager is not None
-            and ((x.is_cpu and coeffs.is_cpu) or (_with_cuda and x.is_cuda and coeffs.is_cuda))):
+    if domain is None and _eager is not None and not _is_compiling():
         # The common call goes straight to the compiled op, whose own checks of x and coeffs raise
-        # the same errors (~1 us a call saved, a fifth of a forward at 10^4 points). Both
-        # tensors on the op's device type: a meta coeffs would reach the shape-only fake kernel.
-        if _is_compiling() or _has_torch_function((x, coeffs)):
-            return _polyval_op(x, coeffs, basis, None, derivative)
-        return _eager.polyval(x, coeffs, basis, derivative)
+        # the same errors (~1 us a call saved, a fifth of a forward at 10^4 points). polyfit._C
+        # takes plain tensors on a device with kernels (a meta coeffs would reach the shape-only
+        # fake kernel), a known basis and an int derivative, and returns None for anything else.
+        y = _eager.polyval(x, coeffs, basis, derivative)
+        if y is not None:
+            return y
     _check_tensor(x, "x")
     coeffs = _as_coeffs(coeffs, x)
     basis = _check_basis(basis)

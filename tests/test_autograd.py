@@ -274,8 +274,23 @@ def test_eager_calls_skip_the_op_packet_and_keep_the_derivatives(device, monkeyp
     for got, want in zip(torch.autograd.grad(y.sum(), (x, c)), want_g):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     torch.testing.assert_close(polyfit.features(x, 3, "legendre", increasing=False), want_f, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="basis must be one of"):  # the op's own checks, as before
-        _backend.STATE.module.polyval(x, c, "lagrange", 0)
+    # The entry points take the common call only and hand everything else back (None) to the
+    # general path, whose checks and messages apply.
+    eager = _backend.STATE.module
+    declined = [eager.polyval(x, c, "lagrange", 0), eager.polyval(x, c, "power", True),
+                eager.polyval(x, c, "power", -1), eager.polyval(x, [1.0, 2.0], "power", 0),
+                eager.polyval(x.detach().as_subclass(_Sub), c, "power", 0),
+                eager.polyval(x, c.to("meta"), "power", 0), eager.features(x, -1, "power", True),
+                eager.features(x, 2.0, "power", True), eager.features(x, 2, None, True)]
+    assert all(d is None for d in declined)
+    with pytest.raises(ValueError, match="basis must be one of"):
+        polyfit.polyval(x, c, "lagrange")
+    with pytest.raises(ValueError, match="degree"):
+        polyfit.features(x, -1)
+
+
+class _Sub(torch.Tensor):
+    pass
 
 
 @compiled
