@@ -1,6 +1,7 @@
 #include "ops.h"
 
 #include <ATen/ExpandUtils.h>
+#include <ATen/core/DimVector.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
@@ -34,8 +35,8 @@ void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor
 struct SeriesLayout {
   at::Tensor x;       // (R, N), any strides
   at::Tensor coeffs;  // (R, K), any strides
-  std::vector<int64_t> out_shape;    // the shape of y
-  std::vector<int64_t> batch_shape;  // out_shape without N; empty for one shared polynomial
+  at::DimVector out_shape;    // the shape of y (small vectors: no heap allocation a call)
+  at::DimVector batch_shape;  // out_shape without N; empty for one shared polynomial
   int64_t R = 1, N = 0, K = 0;
 };
 
@@ -99,7 +100,7 @@ SeriesLayout series_layout(const at::Tensor& x, const at::Tensor& coeffs) {
   SeriesLayout L;
   L.K = coeffs.size(-1);
   if (coeffs.dim() == 1) {  // one polynomial for every element of x
-    L.out_shape = x.sizes().vec();
+    L.out_shape.assign(x.sizes().begin(), x.sizes().end());
     L.N = x.numel();
     L.x = x.dim() == 1 ? rows_view(x, 1, L.N, L.N * x.stride(0)) : x.reshape({1, L.N});
     L.coeffs = rows_view(coeffs, 1, L.K, L.K * coeffs.stride(0));
@@ -117,8 +118,8 @@ SeriesLayout series_layout(const at::Tensor& x, const at::Tensor& coeffs) {
     }
     L.N = x.size(-1);
     L.R = c10::multiply_integers(batch);
-    L.batch_shape = batch;
-    L.out_shape = batch;
+    L.batch_shape.assign(batch.begin(), batch.end());
+    L.out_shape = L.batch_shape;
     L.out_shape.push_back(L.N);
     auto xs = batch, cs = batch;
     xs.push_back(L.N);

@@ -9,6 +9,7 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <ATen/ops/empty.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -441,7 +442,7 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
     // Full packs of contiguous float/double rows take a lean loop: plain vector loads and stores.
     const bool direct = std::is_same_v<scalar_t, T> && s.sxn == 1 && wp == nullptr;
     at::parallel_for(0, s.R * blocks_per_row, grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
-      std::vector<T> work(2 * size_t(K));
+      c10::SmallVector<T, 64> work(2 * size_t(K));  // on the stack up to degree 31
       const T* coef = nullptr;
       const scalar_t* coef_row = nullptr;  // the row `coef` was derived from
       const auto out_at = [&](int64_t blk) {  // output of block blk's first point (rows are contiguous)
@@ -701,8 +702,8 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
     // One vector of lane partials per moment: the U vectors of a pack are folded on the way in,
     // keeping the per-moment load/store traffic to one vector per pack. The basis recurrence
     // starts from grad, so it yields grad * P_k directly.
-    std::vector<Vectorized<T>> acc(gc ? Km : 0);
-    std::vector<T> cwork(2 * size_t(K));
+    std::vector<Vectorized<T>> acc(gc ? Km : 0);  // aligned new (a SmallVector grows by malloc: 16-byte aligned)
+    c10::SmallVector<T, 66> cwork(2 * size_t(K));
     const T* coef = nullptr;
     const scalar_t* coef_row = nullptr;
     const auto gx_at = [&](int64_t task) {  // grad_x of the task's first point (rows are contiguous)
