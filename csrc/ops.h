@@ -8,6 +8,7 @@
 #include <optional>
 #include <c10/util/string_view.h>
 #include <tuple>
+#include <utility>
 
 #include "basis.h"
 
@@ -18,6 +19,17 @@ using OptDomain = std::optional<at::ArrayRef<double>>;
 constexpr int64_t kMaxDegree = int64_t(1) << 20;      // keeps 2k+1 and friends far inside int
 constexpr int64_t kMaxDerivative = int64_t(1) << 30;  // polyfit/_ops.py's MAX_DERIVATIVE
 
+// The basis called `name`, if there is one (inline: polyfit._C's entry points use it too).
+inline std::optional<Basis> find_basis(c10::string_view name) {
+  constexpr std::pair<const char*, Basis> kNames[] = {
+      {"power", Basis::Power},       {"chebyshev", Basis::Chebyshev}, {"legendre", Basis::Legendre},
+      {"hermite", Basis::Hermite},   {"hermite_e", Basis::HermiteE},  {"laguerre", Basis::Laguerre},
+  };
+  for (const auto& [n, b] : kNames)
+    if (name == n) return b;
+  return std::nullopt;
+}
+// The basis called `name`; an error naming the argument otherwise.
 Basis parse_basis(c10::string_view name);
 
 // The affine map of domain=(a, b) onto [-1, 1]; identity when no domain is given.

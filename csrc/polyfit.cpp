@@ -7,7 +7,6 @@
 
 #include <optional>
 #include <string>
-#include <string_view>
 
 #include "ops.h"
 
@@ -15,11 +14,10 @@ namespace {
 
 namespace py = pybind11;
 
-// Whether the compiled ops serve tensors on x's and c's device: both on the CPU, or both on a GPU
-// when polyfit was built with CUDA kernels.
-bool kernels_for(const at::Tensor& x, const at::Tensor& c) {
-  const auto type = x.device().type();
-  if (c.device().type() != type) return false;
+// Whether the compiled ops serve tensors on t's device: the CPU, or a GPU when polyfit was built
+// with CUDA kernels.
+bool kernels_for(const at::Tensor& t) {
+  const auto type = t.device().type();
   if (type == c10::DeviceType::CPU) return true;
   static const bool cuda = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("polyfit::polyval", "")
@@ -33,7 +31,7 @@ const at::Tensor* plain_tensor(py::handle h) {
 }
 
 // A basis name the ops know, else nullopt.
-std::optional<std::string_view> known_basis(py::handle h) {
+std::optional<c10::string_view> known_basis(py::handle h) {
   if (!PyUnicode_CheckExact(h.ptr())) return std::nullopt;
   Py_ssize_t size = 0;
   const char* s = PyUnicode_AsUTF8AndSize(h.ptr(), &size);
@@ -41,10 +39,9 @@ std::optional<std::string_view> known_basis(py::handle h) {
     PyErr_Clear();
     return std::nullopt;
   }
-  const std::string_view name(s, static_cast<size_t>(size));
-  for (const char* b : {"power", "chebyshev", "legendre", "hermite", "hermite_e", "laguerre"})
-    if (name == b) return name;
-  return std::nullopt;
+  const c10::string_view name(s, static_cast<size_t>(size));
+  if (!polyfit::find_basis(name)) return std::nullopt;
+  return name;
 }
 
 // An int (not a bool) in [lo, hi], else nullopt.
@@ -82,7 +79,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     const at::Tensor* ct = plain_tensor(coeffs);
     const auto b = known_basis(basis);
     const auto d = int_in(derivative, 0, polyfit::kMaxDerivative);
-    if (!xt || !ct || !b || !d || at::impl::torch_function_mode_enabled() || !kernels_for(*xt, *ct))
+    if (!xt || !ct || !b || !d || at::impl::torch_function_mode_enabled() || !kernels_for(*xt) ||
+        ct->device().type() != xt->device().type())
       return py::none();
     return run_released([&] { return polyfit::polyval_op(*xt, *ct, *b, std::nullopt, *d); });
   });
@@ -92,7 +90,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     const auto d = int_in(degree, 0, polyfit::kMaxDegree);
     const int inc = PyObject_IsTrue(increasing.ptr());
     if (inc < 0) PyErr_Clear();
-    if (!xt || !b || !d || inc < 0 || at::impl::torch_function_mode_enabled() || !kernels_for(*xt, *xt))
+    if (!xt || !b || !d || inc < 0 || at::impl::torch_function_mode_enabled() || !kernels_for(*xt))
       return py::none();
     return run_released([&] { return polyfit::features_op(*xt, *d, *b, std::nullopt, inc != 0); });
   });
