@@ -473,10 +473,10 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
         for (; n0 < n1; n0 += L) {
           const int n = static_cast<int>(std::min<int64_t>(L, n1 - n0));
           pages.reach(yr + n0 + n);
-          const P t = map_to_window(load_lanes<T>(xr + n0 * s.sxn, s.sxn, n, fill), w);
+          const P t = map_to_window(load_points<T>(xr + n0 * s.sxn, s.sxn, n, fill), w);
           P y = series<B, T>(coef_k, Ke, t);
-          if (wp) y = y * load_lanes<T>(wp + r * swr + n0 * swn, swn, n, T(0));
-          store_lanes(y, yr + n0, n);
+          if (wp) y = y * load_points<T>(wp + r * swr + n0 * swn, swn, n, T(0));
+          store_points(y, yr + n0, n);
         }
         b = b_end;
       }
@@ -744,7 +744,7 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
         using Need = decltype(need_of(P(), P()));
         // need: the pack's chain_lift_need (unused unless kLift)
         const auto body = [&](const P& t, const P& g, int64_t n0, int n, auto need) {
-          if (gx) store_lanes(g * series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t), gxr + n0, n);
+          if (gx) store_points(g * series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t), gxr + n0, n);
           if (!gc) return;
 #if defined(CPU_CAPABILITY_AVX512)
           // after a chunk that lifted, need was computed a pack ahead: a mispredicted branch waits for nothing
@@ -784,8 +784,8 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
         }
         for (; n0 < c1; n0 += L) {
           const int n = static_cast<int>(std::min<int64_t>(L, c1 - n0));
-          const P t = map_to_window(load_lanes<T>(xr + n0 * s.sxn, s.sxn, n, fill), w);
-          const P g = load_lanes<T>(gr + n0 * sgn, sgn, n, T(0));
+          const P t = map_to_window(load_points<T>(xr + n0 * s.sxn, s.sxn, n, fill), w);
+          const P g = load_points<T>(gr + n0 * sgn, sgn, n, T(0));
           body(t, g, n0, n, kLift && gc ? need_of(t, g) : Need{});
         }
 #if defined(CPU_CAPABILITY_AVX512)
