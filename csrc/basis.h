@@ -14,6 +14,8 @@
 
 #include <c10/macros/Macros.h>
 
+#include <cmath>
+
 // Every function here is C10_ALWAYS_INLINE: each is called once per SIMD pack in the innermost
 // loops, where an out-of-line call (which compilers do choose for the bigger ones) costs more than the math.
 
@@ -105,6 +107,41 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE V series(const Coef& coef, int K, const V& t, 
     }
     return b1;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Legendre series through the monic polynomials Q_k = P_k / A_k, A_k = prod_{j<k} (2j+1)/(j+1),
+// whose recurrence Q_{k+1} = t Q_k - beta_k Q_{k-1}, beta_k = k^2 / (4k^2 - 1), is two operations a
+// step where P_k's is three: sum_k c_k P_k = sum_k (c_k A_k) Q_k. A_k grows like 2^k, so the caller
+// scales the coefficients (legendre_monic_coeffs) and keeps P_k's form where they would grow too large.
+template <typename T>
+C10_HOST_DEVICE inline T legendre_monic_beta(int k) {
+  return T(double(k) * k / (4.0 * k * k - 1.0));
+}
+
+// c[k] *= A_k in place, for k < K; false (c then unusable) where sum_k |c_k A_k| is not below
+// `limit` or not finite: there the Clenshaw sums of the monic form could overflow before P_k's would.
+template <typename T>
+C10_HOST_DEVICE inline bool legendre_monic_coeffs(T* c, int K, double limit) {
+  double a = 1.0, total = 0.0;
+  for (int k = 0; k < K; ++k) {
+    c[k] = T(double(c[k]) * a);
+    total += ::fabs(double(c[k]));
+    a *= double(2 * k + 1) / double(k + 1);
+  }
+  return total < limit;  // false for NaN and infinity too
+}
+
+// sum_{k<K} coef(k) Q_k(t) by Clenshaw, with beta(k) = legendre_monic_beta(k) as a V.
+template <typename T, typename V, typename Coef, typename Beta>
+C10_HOST_DEVICE C10_ALWAYS_INLINE V series_monic_legendre(const Coef& coef, const Beta& beta, int K, const V& t) {
+  V b1 = coef(K - 1), b2(T(0));
+  for (int k = K - 2; k >= 0; --k) {
+    const V b0 = fmadd(t, b1, fnmadd(beta(k + 1), b2, coef(k)));
+    b2 = b1;
+    b1 = b0;
+  }
+  return b1;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -47,6 +47,23 @@ def test_polyval_shared_coeffs_matches_numpy(device, basis, degree, domain):
     assert_close_scaled(y.cpu(), oracle.val(x, c, basis, domain), oracle.abs_val(x, c, basis, domain), rtol64(degree))
 
 
+# The CPU sums Legendre series in the monic basis, whose coefficients are c_k A_k with A_k ~ 2^k /
+# sqrt(pi k): where those would come near the dtype's largest value it keeps P_k's form. At degree
+# 20, coefficients of ~1e36 (float32) and ~1e306 (float64) scaled so would overflow; the sums do not.
+@pytest.mark.parametrize("dtype, magnitude", [(torch.float32, 1e36), (torch.float64, 1e306)])
+def test_legendre_coefficients_near_the_dtype_limit(device, dtype, magnitude):
+    degree = 20
+    x = torch.tensor(points("legendre", 1000, 7), dtype=dtype, device=device)
+    c = torch.tensor(np.random.default_rng(8).standard_normal(degree + 1) * magnitude / (degree + 1),
+                     dtype=dtype, device=device)
+    y = polyfit.polyval(x, c, "legendre")
+    assert torch.isfinite(y).all()
+    xs, cs = x.cpu().double().numpy(), c.cpu().double().numpy()  # the values as the kernel sees them
+    eps = torch.finfo(dtype).eps
+    assert_close_scaled(y.cpu(), oracle.val(xs, cs, "legendre"), oracle.abs_val(xs, cs, "legendre"),
+                        64 * (degree + 1) * eps)
+
+
 @pytest.mark.parametrize("degree", [0, 2, 7, 30])
 @pytest.mark.parametrize("domain", [None, (-4.0, 1.0)])
 def test_polyval_per_row_coeffs_matches_numpy(device, basis, degree, domain):

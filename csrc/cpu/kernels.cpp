@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -29,7 +30,7 @@ namespace {
 // Coefficients of the order-`order` derivative series with the chain-rule factor scale^order
 // folded in: K - order values written to out. `work` holds 2K scratch values.
 template <Basis B, typename T, typename V>
-inline const V* derived_coeffs(V* work, int K, int order, T scale_pow) {
+inline V* derived_coeffs(V* work, int K, int order, T scale_pow) {
   V* cur = work;
   V* nxt = work + K;
   for (int o = 0; o < order; ++o) {
@@ -306,6 +307,7 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
       if (std::is_same_v<T, float>) interleave.emplace(K);
 #endif
       FreshPages pages(op + b0 * L * K, op + std::min(b1 * L, M) * K);
+      const Reciprocals<T> inv(K);
       int64_t blk = b0;
 #if defined(CPU_CAPABILITY_AVX512)
       if constexpr (std::is_same_v<T, float>) {
@@ -322,7 +324,7 @@ void features_kernel(const Tensor& x, Tensor& out, Basis basis, const Domain& do
         const Pack<T> t = map_to_window(load_lanes<T>(xp + i0 * sx, sx, n, fill), w);
         basis_values<kBasis, T>(t, Pack<T>(T(1)), K, [&](int k, const Pack<T>& p) {
           p.store(tile.data() + size_t(increasing ? k : K - 1 - k) * L);
-        });
+        }, inv.lookup());
         scalar_t* o = op + i0 * K;
         // Pages FreshPages leaves unmapped (tasks under its 4 MB, partial pages) fault on first touch;
         // a fault taken by an AVX-512 masked store measured ~100 ns dearer than by a plain store
@@ -443,7 +445,11 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
     const bool direct = std::is_same_v<scalar_t, T> && s.sxn == 1 && wp == nullptr;
     at::parallel_for(0, s.R * blocks_per_row, grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
       c10::SmallVector<T, 64> work(2 * size_t(K));  // on the stack up to degree 31
+      c10::SmallVector<T, 32> beta(B == Basis::Legendre ? size_t(K) : 0);
+      const Reciprocals<T> inv(K);
+      for (int k = 1; k < int(beta.size()); ++k) beta[k] = legendre_monic_beta<T>(k);
       const T* coef = nullptr;
+      bool monic = false;  // Legendre coef scaled for the monic form (series_monic_legendre)
       const scalar_t* coef_row = nullptr;  // the row `coef` was derived from
       const auto out_at = [&](int64_t blk) {  // output of block blk's first point (rows are contiguous)
         const int64_t r = blk / blocks_per_row;
@@ -456,9 +462,26 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
         if (s.c + r * s.scr != coef_row) {  // rows broadcast with stride 0 are derived once
           coef_row = s.c + r * s.scr;
           s.load_row_coeffs(r, work.data());
-          coef = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
+          T* derived = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
+          if constexpr (B == Basis::Legendre) {
+            // Legendre's Clenshaw step takes 3 vector operations and two divisions, the monic form's 2
+            // operations (basis.h): N = 1e6 float32, 2-core Xeon, D = 8 / 16 / 32: 185-188 / 358 / 710-714
+            // -> 144-145 / 202-218 / 356-395 us. The scaled copy goes to the other half of `work`;
+            // coefficients too large to scale keep P_k's form.
+            T* scaled = derived == work.data() ? work.data() + K : work.data();
+            std::copy(derived, derived + Ke, scaled);
+            monic = legendre_monic_coeffs(scaled, Ke, 1e-6 * double(std::numeric_limits<T>::max()));
+            derived = monic ? scaled : derived;
+          }
+          coef = derived;
         }
         const auto coef_k = [&](int k) { return P(coef[k]); };
+        const auto sum = [&](const P& t) {
+          if constexpr (B == Basis::Legendre) {
+            if (monic) return series_monic_legendre<T>(coef_k, [&](int k) { return P(beta[k]); }, Ke, t);
+          }
+          return series<B, T>(coef_k, Ke, t, inv.lookup());
+        };
         const scalar_t* xr = s.x + r * s.sxr;
         scalar_t* yr = out + r * s.N;
         int64_t n0 = (b - r * blocks_per_row) * L;
@@ -467,14 +490,14 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
           for (; n0 + L <= n1; n0 += L) {
             pages.reach(yr + n0 + L);
             const P t = map_to_window(P::load(reinterpret_cast<const T*>(xr) + n0), w);
-            series<B, T>(coef_k, Ke, t).store(reinterpret_cast<T*>(yr) + n0);
+            sum(t).store(reinterpret_cast<T*>(yr) + n0);
           }
         }
         for (; n0 < n1; n0 += L) {
           const int n = static_cast<int>(std::min<int64_t>(L, n1 - n0));
           pages.reach(yr + n0 + n);
           const P t = map_to_window(load_points<T>(xr + n0 * s.sxn, s.sxn, n, fill), w);
-          P y = series<B, T>(coef_k, Ke, t);
+          P y = sum(t);
           if (wp) y = y * load_points<T>(wp + r * swr + n0 * swn, swn, n, T(0));
           store_points(y, yr + n0, n);
         }
@@ -488,6 +511,7 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
   at::parallel_for(0, ceil_div(M, L), grain(int64_t(L) * K * (order + 2)), [&](int64_t b0, int64_t b1) {
     std::vector<T> tile(size_t(K) * L);
     std::vector<P> work(2 * size_t(K));
+    const Reciprocals<T> inv(K);
     alignas(64) T xs[L], ws[L];
 #if defined(CPU_CAPABILITY_AVX512)
     std::optional<Interleave16> columns;  // one-point float rows: the features kernel's interleave, inverted
@@ -573,7 +597,7 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
       for (int k = 0; k < K; ++k) work[k] = P::load(tile.data() + size_t(k) * L);
       const P* coef = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
       const P t = map_to_window(P::load(xs), w);
-      P y = series<B, T>([&](int k) { return coef[k]; }, Ke, t);
+      P y = series<B, T>([&](int k) { return coef[k]; }, Ke, t, inv.lookup());
       if (wp) y = y * P::load(ws);
       store_lanes(y, out + e0, n);
     }
@@ -658,8 +682,8 @@ C10_ALWAYS_INLINE __m512 chain_lift(__m512 need, const Pack<float, U>& t, const 
 // sum_u q_u t_u off the even power below it, 1.5 vector ops a moment instead of a multiply and an
 // add each. t^2 can overflow (|t| >= 2^64) where (q t) t stays finite: a chunk whose sums end
 // non-finite is redone the plain way.
-template <Basis B, typename T, bool Paired, typename Sink>
-C10_ALWAYS_INLINE void moment_partials(const Pack<T>& t, const Pack<T>& g, int Km, Sink&& sink) {
+template <Basis B, typename T, bool Paired, typename Sink, typename Inv>
+C10_ALWAYS_INLINE void moment_partials(const Pack<T>& t, const Pack<T>& g, int Km, Sink&& sink, Inv inv) {
   if constexpr (B == Basis::Power && Paired) {
     Pack<T> q = g;
     const Pack<T> t2 = t * t;
@@ -673,7 +697,7 @@ C10_ALWAYS_INLINE void moment_partials(const Pack<T>& t, const Pack<T>& g, int K
       if (k + 2 < Km) q = q * t2;
     }
   } else {
-    basis_values<B, T>(t, g, Km, [&](int k, const Pack<T>& q) { sink(k, fold(q)); });
+    basis_values<B, T>(t, g, Km, [&](int k, const Pack<T>& q) { sink(k, fold(q)); }, inv);
   }
 }
 
@@ -703,6 +727,7 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
     // keeping the per-moment load/store traffic to one vector per pack. The basis recurrence
     // starts from grad, so it yields grad * P_k directly.
     std::vector<Vectorized<T>> acc(gc ? Km : 0);  // aligned new (a SmallVector grows by malloc: 16-byte aligned)
+    const Reciprocals<T> inv(K);
     c10::SmallVector<T, 66> cwork(2 * size_t(K));
     const T* coef = nullptr;
     const scalar_t* coef_row = nullptr;
@@ -754,12 +779,12 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
               basis_values<B, T>(t, g, Km, [&](int k, const P& q) {
                 acc[k] = acc[k] + fold(q);
                 if (k + 1 < Km) dx = fmadd(P(coef[k]), q, dx);
-              });
+              }, inv.lookup());
               store_points(dx, gxr + n0, n);
               return;
             }
           }
-          if (gx) store_points(g * series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t), gxr + n0, n);
+          if (gx) store_points(g * series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t, inv.lookup()), gxr + n0, n);
           if (!gc) return;
 #if defined(CPU_CAPABILITY_AVX512)
           // after a chunk that lifted, need was computed a pack ahead: a mispredicted branch waits for nothing
@@ -772,11 +797,12 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
             for (int u = 0; u < kU; ++u) gs.v[u] = _mm512_mul_ps(g.v[u], up);
             moment_partials<B, T, !kCareful>(t, gs, Km, [&](int k, const Vectorized<T>& m) {
               acc[k] = Vectorized<T>(_mm512_fmadd_ps(m, back, acc[k]));
-            });
+            }, inv.lookup());
             return;
           }
 #endif
-          moment_partials<B, T, !kCareful>(t, g, Km, [&](int k, const Vectorized<T>& m) { acc[k] = acc[k] + m; });
+          moment_partials<B, T, !kCareful>(t, g, Km, [&](int k, const Vectorized<T>& m) { acc[k] = acc[k] + m; },
+                                           inv.lookup());
         };
         if (gc) std::fill(acc.begin(), acc.end(), Vectorized<T>(T(0)));
         int64_t n0 = c0;

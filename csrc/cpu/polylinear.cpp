@@ -54,13 +54,14 @@ void polylinear_basis_kernel(const Tensor& x, Tensor& phi, Basis basis, InputMap
   T* op = phi.mutable_data_ptr<T>();
   POLYFIT_DISPATCH_BASIS(basis, [&] {
     at::parallel_for(0, n * blocks, grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
+      const Reciprocals<T> inv(K);
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t r = blk / blocks, i0 = (blk % blocks) * L;
         const int cnt = static_cast<int>(std::min<int64_t>(L, in - i0));
         const P t = apply_map(load_lanes<T>(xp + r * sr + i0 * si, si, cnt, T(0)), map);
         T* o = op + r * K * in + i0;
         basis_values<kBasis, T>(t, P(T(1)), K,
-                                [&](int k, const P& p) { store_lanes(p, o + int64_t(k) * in, cnt); });
+                                [&](int k, const P& p) { store_lanes(p, o + int64_t(k) * in, cnt); }, inv.lookup());
       }
     });
   });
@@ -80,6 +81,7 @@ void polylinear_grad_x_kernel(const Tensor& x, const Tensor& g, Tensor& gx, Tens
   T* php = kWritePhi ? phi.mutable_data_ptr<T>() : nullptr;
   POLYFIT_DISPATCH_BASIS(basis, [&] {
     at::parallel_for(0, n * blocks, grain(int64_t(L) * K * 3), [&](int64_t b0, int64_t b1) {
+      const Reciprocals<T> inv(K);
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t r = blk / blocks, i0 = (blk % blocks) * L;
         const int cnt = static_cast<int>(std::min<int64_t>(L, in - i0));
@@ -91,7 +93,7 @@ void polylinear_grad_x_kernel(const Tensor& x, const Tensor& g, Tensor& gx, Tens
           // read G_k before P_k is stored: phi may overwrite g in place
           if (k > 0) acc = fmadd(load_lanes<T>(gr + int64_t(k) * in, 1, cnt, T(0)), d, acc);
           if constexpr (kWritePhi) store_lanes(p, o + int64_t(k) * in, cnt);
-        });
+        }, inv.lookup());
         if (map == InputMap::Tanh) acc = acc * fnmadd(t, t, P(T(1)));  // tanh' = 1 - tanh^2, safe at saturation
         store_lanes(acc, op + r * in + i0, cnt);
       }
