@@ -41,6 +41,44 @@ inline V* derived_coeffs(V* work, int K, int order, T scale_pow) {
   return cur;
 }
 
+// One row's series, summed as its basis allows best: Legendre through the monic polynomials (two
+// vector operations a Clenshaw step where P_k's take three and two divisions; basis.h), unless the
+// scaled coefficients could overflow; every basis with its reciprocals looked up, not divided.
+// Legendre, N = 1e6 float32, 2-core Xeon: forward D = 8 / 16 / 32 185-188 / 358 / 710-714 -> 144-145 /
+// 202-218 / 356-395 us; backward op for grad_x alone, D = 16, 376-389 -> 251-275 us.
+template <Basis B, typename T>
+class RowSeries {
+ public:
+  explicit RowSeries(int K) : inv_(K), beta_(B == Basis::Legendre ? size_t(K) : 0) {
+    for (int k = 1; k < int(beta_.size()); ++k) beta_[k] = legendre_monic_beta<T>(k);
+  }
+  // The row's K >= 1 coefficients; `spare` holds K values the monic form's copy may take.
+  void set(const T* coef, T* spare, int K) {
+    coef_ = coef, K_ = K, monic_ = false;
+    if constexpr (B == Basis::Legendre) {
+      std::copy(coef, coef + K, spare);
+      monic_ = legendre_monic_coeffs(spare, K, 1e-6 * double(std::numeric_limits<T>::max()));
+      if (monic_) coef_ = spare;
+    }
+  }
+  template <typename V>
+  C10_ALWAYS_INLINE V operator()(const V& t) const {
+    const auto coef = [&](int k) { return V(coef_[k]); };
+    if constexpr (B == Basis::Legendre) {
+      if (monic_) return series_monic_legendre<T>(coef, [&](int k) { return V(beta_[k]); }, K_, t);
+    }
+    return series<B, T>(coef, K_, t, inv_.lookup());
+  }
+  typename Reciprocals<T>::Lookup inv() const { return inv_.lookup(); }
+
+ private:
+  Reciprocals<T> inv_;
+  c10::SmallVector<T, 32> beta_;
+  const T* coef_ = nullptr;
+  int K_ = 0;
+  bool monic_ = false;
+};
+
 // ---- features --------------------------------------------------------------------------------
 
 #if defined(CPU_CAPABILITY_AVX512)
@@ -445,12 +483,8 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
     const bool direct = std::is_same_v<scalar_t, T> && s.sxn == 1 && wp == nullptr;
     at::parallel_for(0, s.R * blocks_per_row, grain(int64_t(L) * K), [&](int64_t b0, int64_t b1) {
       c10::SmallVector<T, 64> work(2 * size_t(K));  // on the stack up to degree 31
-      c10::SmallVector<T, 32> beta(B == Basis::Legendre ? size_t(K) : 0);
-      const Reciprocals<T> inv(K);
-      for (int k = 1; k < int(beta.size()); ++k) beta[k] = legendre_monic_beta<T>(k);
-      const T* coef = nullptr;
-      bool monic = false;  // Legendre coef scaled for the monic form (series_monic_legendre)
-      const scalar_t* coef_row = nullptr;  // the row `coef` was derived from
+      RowSeries<B, T> sum(K);
+      const scalar_t* coef_row = nullptr;  // the row `sum` was set for
       const auto out_at = [&](int64_t blk) {  // output of block blk's first point (rows are contiguous)
         const int64_t r = blk / blocks_per_row;
         return out + r * s.N + std::min(s.N, (blk - r * blocks_per_row) * L);
@@ -462,26 +496,9 @@ void eval_series(const SeriesView<scalar_t>& s, int order, const scalar_t* wp, i
         if (s.c + r * s.scr != coef_row) {  // rows broadcast with stride 0 are derived once
           coef_row = s.c + r * s.scr;
           s.load_row_coeffs(r, work.data());
-          T* derived = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
-          if constexpr (B == Basis::Legendre) {
-            // Legendre's Clenshaw step takes 3 vector operations and two divisions, the monic form's 2
-            // operations (basis.h): N = 1e6 float32, 2-core Xeon, D = 8 / 16 / 32: 185-188 / 358 / 710-714
-            // -> 144-145 / 202-218 / 356-395 us. The scaled copy goes to the other half of `work`;
-            // coefficients too large to scale keep P_k's form.
-            T* scaled = derived == work.data() ? work.data() + K : work.data();
-            std::copy(derived, derived + Ke, scaled);
-            monic = legendre_monic_coeffs(scaled, Ke, 1e-6 * double(std::numeric_limits<T>::max()));
-            derived = monic ? scaled : derived;
-          }
-          coef = derived;
+          const T* coef = derived_coeffs<B, T>(work.data(), K, order, scale_pow);
+          sum.set(coef, coef == work.data() ? work.data() + K : work.data(), Ke);  // the other half spare
         }
-        const auto coef_k = [&](int k) { return P(coef[k]); };
-        const auto sum = [&](const P& t) {
-          if constexpr (B == Basis::Legendre) {
-            if (monic) return series_monic_legendre<T>(coef_k, [&](int k) { return P(beta[k]); }, Ke, t);
-          }
-          return series<B, T>(coef_k, Ke, t, inv.lookup());
-        };
         const scalar_t* xr = s.x + r * s.sxr;
         scalar_t* yr = out + r * s.N;
         int64_t n0 = (b - r * blocks_per_row) * L;
@@ -727,7 +744,8 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
     // keeping the per-moment load/store traffic to one vector per pack. The basis recurrence
     // starts from grad, so it yields grad * P_k directly.
     std::vector<Vectorized<T>> acc(gc ? Km : 0);  // aligned new (a SmallVector grows by malloc: 16-byte aligned)
-    const Reciprocals<T> inv(K);
+    RowSeries<B, T> dseries(K);  // grad_x's derivative series
+    const auto inv = dseries.inv();
     c10::SmallVector<T, 66> cwork(2 * size_t(K));
     const T* coef = nullptr;
     const scalar_t* coef_row = nullptr;
@@ -747,6 +765,7 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
         coef_row = s.c + r * s.scr;
         s.load_row_coeffs(r, cwork.data());
         coef = derived_coeffs<B, T>(cwork.data(), K, order + 1, scale_pow_x);
+        dseries.set(coef, coef == cwork.data() ? cwork.data() + K : cwork.data(), K - order - 1);
       }
       const scalar_t* xr = s.x + r * s.sxr;
       const scalar_t* gr = gp + r * sgr;
@@ -779,12 +798,12 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
               basis_values<B, T>(t, g, Km, [&](int k, const P& q) {
                 acc[k] = acc[k] + fold(q);
                 if (k + 1 < Km) dx = fmadd(P(coef[k]), q, dx);
-              }, inv.lookup());
+              }, inv);
               store_points(dx, gxr + n0, n);
               return;
             }
           }
-          if (gx) store_points(g * series<B, T>([&](int k) { return P(coef[k]); }, K - order - 1, t, inv.lookup()), gxr + n0, n);
+          if (gx) store_points(g * dseries(t), gxr + n0, n);
           if (!gc) return;
 #if defined(CPU_CAPABILITY_AVX512)
           // after a chunk that lifted, need was computed a pack ahead: a mispredicted branch waits for nothing
@@ -797,12 +816,12 @@ void backward_rows(const SeriesView<scalar_t>& s, int order, const scalar_t* gp,
             for (int u = 0; u < kU; ++u) gs.v[u] = _mm512_mul_ps(g.v[u], up);
             moment_partials<B, T, !kCareful>(t, gs, Km, [&](int k, const Vectorized<T>& m) {
               acc[k] = Vectorized<T>(_mm512_fmadd_ps(m, back, acc[k]));
-            }, inv.lookup());
+            }, inv);
             return;
           }
 #endif
           moment_partials<B, T, !kCareful>(t, g, Km, [&](int k, const Vectorized<T>& m) { acc[k] = acc[k] + m; },
-                                           inv.lookup());
+                                           inv);
         };
         if (gc) std::fill(acc.begin(), acc.end(), Vectorized<T>(T(0)));
         int64_t n0 = c0;
