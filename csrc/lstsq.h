@@ -192,6 +192,70 @@ inline void qr_update_fused(const MatRef<V>& R, const MatRef<V>& M, int rows, V&
   }
 }
 
+// The Gram route (CPU kernel, float64, power and Chebyshev bases). For a well-conditioned curve the
+// triangle [R | Q^T b] is also the Cholesky factor of the Gram matrix [A b]^T [A b] (rows k < K;
+// the corner b^T b is kept apart), whose entries are the curve's moments: one pass over the rows
+// with every sum in a register, where the reflections above reread and rewrite M once per column.
+// The normal equations lose cond^2 eps; the caller takes the route only where the condition bound
+// says one refinement step brings that back to QR's cond eps, and reflects otherwise.
+
+// In place: the Gram matrix A^T A (rows k < K, columns k .. K - 1) becomes its Cholesky factor R,
+// and inv[j] = 1 / R_jj. A non-positive pivot leaves NaN or infinity, which the condition test
+// (cholesky_inverse_condition2) reports.
+template <typename T, typename V>
+C10_HOST_DEVICE inline void cholesky_factor(const MatRef<V>& R, int K, V* inv) {
+  for (int j = 0; j < K; ++j) {
+    V d = R(j, j);
+    for (int i = 0; i < j; ++i) d = fnmadd(R(i, j), R(i, j), d);
+    R(j, j) = vsqrt(d);
+    inv[j] = V(T(1)) / R(j, j);
+    for (int l = j + 1; l < K; ++l) {
+      V s = R(j, l);
+      for (int i = 0; i < j; ++i) s = fnmadd(R(i, j), R(i, l), s);
+      R(j, l) = s * inv[j];
+    }
+  }
+}
+
+// x = (R^T R)^-1 h: forward, then back substitution with cholesky_factor's R and inv. x may be h.
+template <typename T, typename V>
+C10_HOST_DEVICE inline void cholesky_solve(const MatRef<V>& R, const V* inv, int K, const V* h, V* x) {
+  for (int j = 0; j < K; ++j) {
+    V v = h[j];
+    for (int i = 0; i < j; ++i) v = fnmadd(R(i, j), x[i], v);
+    x[j] = v * inv[j];
+  }
+  for (int k = K - 1; k >= 0; --k) {
+    V v = x[k];
+    for (int l = k + 1; l < K; ++l) v = fnmadd(R(k, l), x[l], v);
+    x[k] = v * inv[k];
+  }
+}
+
+// qr_condition_bound's bound, as 1 / bound^2, from a Cholesky factor: R's column norms are sqrt(g),
+// g the Gram matrix's diagonal, so ||R D^-1||_F^2 = K and ||D R^-1||_F^2 = sum_i g_i |row i of R^-1|^2,
+// with no square root or division beyond inv. X (K x K) receives R^-1.
+template <typename T, typename V>
+C10_HOST_DEVICE inline V cholesky_inverse_condition2(const MatRef<V>& R, const V* inv, const V* g, int K,
+                                                     const MatRef<V>& X) {
+  const V zero(T(0));
+  for (int j = 0; j < K; ++j) {  // column j of R^-1 from columns < j (LAPACK's trti2)
+    X(j, j) = inv[j];
+    for (int i = 0; i < j; ++i) {
+      V s = zero;
+      for (int l = i; l < j; ++l) s = fmadd(X(i, l), R(l, j), s);
+      X(i, j) = zero - s * inv[j];
+    }
+  }
+  V sum = zero;
+  for (int i = 0; i < K; ++i) {
+    V row = zero;
+    for (int j = i; j < K; ++j) row = fmadd(X(i, j), X(i, j), row);
+    sum = fmadd(g[i], row, sum);
+  }
+  return sum * V(T(K));
+}
+
 // c = R^-1 Q^T b by back substitution, c[k * cs] for k < K.
 template <typename T, typename V>
 C10_HOST_DEVICE inline void qr_back_substitute(const MatRef<V>& R, int K, V* c, int64_t cs) {

@@ -71,27 +71,62 @@ def test_matches_numpy_weighted(device, basis, domain, degree):
     _assert_close_fits(f.coeffs, f.residuals, c_np, r_np, cond=_cond(x, w, degree, basis, domain))
 
 
-def test_ill_conditioned_as_accurate_as_numpy():
-    # Laguerre of degree 6 on [-1, 1]: cond ~ 1e7. Against the exact answer (50-digit arithmetic),
-    # the fused QR is as accurate as numpy's SVD over many curves. One curve's two errors are both
-    # of order cond x eps and differ by luck (either one up to 17x the other on single curves here),
-    # so the claim is about their spread: median and worst case. A solve through the normal
-    # equations (cond squared) would miss it by orders of magnitude.
+def _errors_against_exact(x, y, w, degree, basis, coeffs):
+    """Relative errors of coeffs and of numpy's answer against the exact least-squares solution
+    (50-digit arithmetic), one per curve."""
     mpmath = pytest.importorskip("mpmath")
     mpmath.mp.dps = 50
-    x, y, w = _curves(48, 40, seed=6)
-    f = polyfit.fit(*(torch.from_numpy(a) for a in (x, y)), 6, "laguerre", weight=torch.from_numpy(w))
-    c_np, _ = _numpy_fits(x, y, 6, "laguerre", w)
+    c_np, _ = _numpy_fits(x, y, degree, basis, w)
     ours, theirs = [], []
     for r in range(len(x)):
-        A = mpmath.matrix((oracle.vander(x[r], 6, "laguerre") * w[r][:, None]).tolist())
+        A = mpmath.matrix((oracle.vander(x[r], degree, basis) * w[r][:, None]).tolist())
         b = mpmath.matrix((y[r] * w[r]).tolist())
         exact = np.array([float(v) for v in mpmath.lu_solve(A.T * A, A.T * b)], dtype=np.float64)
         n = np.linalg.norm(exact)
-        ours.append(np.linalg.norm(f.coeffs[r].numpy() - exact) / n)
+        ours.append(np.linalg.norm(coeffs[r] - exact) / n)
         theirs.append(np.linalg.norm(c_np[r] - exact) / n)
+    return np.array(ours), np.array(theirs)
+
+
+def test_ill_conditioned_as_accurate_as_numpy():
+    # Laguerre of degree 6 on [-1, 1]: cond ~ 1e7. Against the exact answer the fused QR is as
+    # accurate as numpy's SVD over many curves. One curve's two errors are both of order cond x eps
+    # and differ by luck (either one up to 17x the other on single curves here), so the claim is
+    # about their spread: median and worst case. A solve through the normal equations (cond
+    # squared) would miss it by orders of magnitude.
+    x, y, w = _curves(48, 40, seed=6)
+    f = polyfit.fit(*(torch.from_numpy(a) for a in (x, y)), 6, "laguerre", weight=torch.from_numpy(w))
+    ours, theirs = _errors_against_exact(x, y, w, 6, "laguerre", f.coeffs.numpy())
     assert np.median(ours) <= 2 * np.median(theirs), (np.median(ours), np.median(theirs))
     assert max(ours) <= 4 * max(theirs), (max(ours), max(theirs))
+
+
+@pytest.mark.parametrize("basis,degree", [("power", 5), ("power", 8), ("chebyshev", 8)])
+def test_gram_route_as_accurate_as_numpy(basis, degree):
+    # Power and Chebyshev series in float64 go through the normal equations on the CPU (csrc/lstsq.h,
+    # the Gram route) where their condition allows: for power series cond ~ 30 at degree 5 and ~ 500
+    # at degree 8 here. The normal equations alone would be off by cond^2 eps, cond times numpy's
+    # error; with the refinement step the errors against the exact answer are numpy's, as for QR.
+    x, y, w = _curves(48, 40, seed=20 + degree)
+    f = polyfit.fit(*(torch.from_numpy(a) for a in (x, y)), degree, basis, weight=torch.from_numpy(w))
+    ours, theirs = _errors_against_exact(x, y, w, degree, basis, f.coeffs.numpy())
+    assert np.median(ours) <= 2 * np.median(theirs), (np.median(ours), np.median(theirs))
+    assert max(ours) <= 4 * max(theirs), (max(ours), max(theirs))
+
+
+@pytest.mark.parametrize("basis", ["power", "chebyshev"])
+def test_fits_of_mixed_condition(device, basis):
+    # Series of degree 6 on x in [-1, 1] (cond ~ 100 for power series) beside others on [2, 4]
+    # (cond ~ 1e6 and more, too ill-conditioned for the normal equations even with a refinement
+    # step), in whole SIMD groups of either kind and in groups that mix them: every curve is as
+    # accurate as numpy's.
+    x, y, w = _curves(40, 40, seed=21)
+    ill = np.r_[np.zeros(16, bool), np.ones(8, bool), np.arange(16) % 3 == 0]
+    x[ill] = 3 + x[ill]
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    f = polyfit.fit(t(x), t(y), 6, basis, weight=t(w))
+    c_np, r_np = _numpy_fits(x, y, 6, basis, w)
+    _assert_close_fits(f.coeffs, f.residuals, c_np, r_np, cond=_cond(x, w, 6, basis))
 
 
 def test_matches_numpy_unweighted_shared_x(device, basis):
@@ -141,17 +176,20 @@ def test_float32(device):
 
 
 @pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e-25), (torch.float32, 1e-20), (torch.float32, 1e20),
-                                         (torch.float64, 1e-200), (torch.float64, 1e200)])
-def test_weight_scale_leaves_coefficients_unchanged(device, dtype, scale):
+                                         (torch.float64, 1e-200), (torch.float64, 1e-160), (torch.float64, 1e160),
+                                         (torch.float64, 1e200)])
+@pytest.mark.parametrize("basis", ["chebyshev", "power"])
+def test_weight_scale_leaves_coefficients_unchanged(device, dtype, scale, basis):
     # A common factor of the weights scales A and b alike; the coefficients do not move. The squares
     # of such weights leave the dtype's range (float32: (1e-20)^2 is subnormal, (1e20)^2 overflows),
-    # so every solver path must scale its columns: the kernel's QR and the SVD of polyfit.reference.
+    # so every solver path must scale its columns: the kernel's QR and the SVD of polyfit.reference;
+    # the Gram route (power, float64) must leave such curves to QR (squares of 1e-160 are subnormal).
     x, y, w = _curves(20, 64, seed=16)
-    c_np, _ = _numpy_fits(x, y, 5, "chebyshev", w)
+    c_np, _ = _numpy_fits(x, y, 5, basis, w)
     t = lambda a: torch.from_numpy(a).to(device, dtype)  # noqa: E731
     tol = 1e-4 if dtype == torch.float32 else 1e-10
-    for name, coeffs in (("fit", polyfit.fit(t(x), t(y), 5, "chebyshev", weight=t(w * scale)).coeffs),
-                         ("reference", reference.fit(t(x), t(y), 5, "chebyshev", t(w * scale))[0])):
+    for name, coeffs in (("fit", polyfit.fit(t(x), t(y), 5, basis, weight=t(w * scale)).coeffs),
+                         ("reference", reference.fit(t(x), t(y), 5, basis, t(w * scale))[0])):
         err = np.linalg.norm(coeffs.cpu().double().numpy() - c_np, axis=-1) / np.linalg.norm(c_np, axis=-1)
         assert err.max() < tol, f"{name}: relative error {err.max():.3g}"
 

@@ -3,7 +3,9 @@
 // Work items are (curve, segment) pairs: a curve longer than kSegment points is cut into equal
 // segments so that a few long curves still fill the lanes and the threads. Each lane builds its
 // item's weighted basis rows a chunk at a time in per-thread scratch (basis.h) and folds them into
-// its triangle [R | Q^T b] (lstsq.h); the batch's basis matrix is never formed. A second pass, one
+// its triangle [R | Q^T b] (lstsq.h); the batch's basis matrix is never formed. Whole curves of
+// power and Chebyshev series in float64 first try the Gram route (lstsq.h): their moments in one
+// pass, Cholesky and one refinement step, about half the time where their condition allows it. A second pass, one
 // curve per task, merges a curve's segment triangles in segment order and solves. The segment
 // split depends on N alone, so results do not depend on the number of threads.
 #include <ATen/Dispatch.h>
@@ -85,6 +87,24 @@ class NextChunk {
   int spans_ = 0, span_ = 0;
 };
 
+// u P_0(t) .. u P_(n-1)(t) for the Gram route's bases (basis_values' recurrences, unrolled for a
+// count known at compile time so that the sums they feed stay in registers); sink(m, value) with m
+// an integral constant.
+template <Basis B, int n, typename P, typename Sink>
+C10_ALWAYS_INLINE void gram_basis_values(const P& t, const P& u, Sink&& sink) {
+  static_assert(B == Basis::Power || B == Basis::Chebyshev);
+  const P tt = t + t;
+  P p1 = u, p2 = u;  // the two values before
+  static_for<0, n>([&](auto m) {
+    P p = u;
+    if constexpr (m == 1 || (m > 1 && B == Basis::Power)) p = p1 * t;
+    if constexpr (m > 1 && B == Basis::Chebyshev) p = fmsub(tt, p1, p2);  // T_m = 2t T_(m-1) - T_(m-2)
+    sink(m, p);
+    p2 = p1;
+    p1 = p;
+  });
+}
+
 template <Basis B, typename T, int U>
 void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeffs, Tensor& resid, Tensor& ill,
                 const Domain& dom) {
@@ -116,7 +136,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
   std::vector<T> tri(whole ? 0 : size_t(items) * (RS + 1));  // per item: triangle, then residual
 
   at::parallel_for(0, ceil_div(items, L), 1, [&](int64_t g0, int64_t g1) {
-    std::vector<P> Rm(RS), M(size_t(C) * W1), c(K);
+    std::vector<P> Rm(RS), Rinv(size_t(K) * K), M(size_t(C) * W1), c(K);
     // A chunk's x, y and weights, lane-minor: each lane's points are read in order, and the rows'
     // packs load from stores long retired (a pack loaded right after its lanes' scalar stores
     // waits for them to reach the cache).
@@ -131,7 +151,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
       for (int j = 0; j < L; ++j) {
         // A lane past the last item repeats item i0 (valid memory, finite); its result is dropped.
         const int64_t item = i0 + (j < cnt ? j : 0);
-        const int64_t r = item / nseg, n0 = (item % nseg) * seg_len;
+        const int64_t r = whole ? item : item / nseg, n0 = whole ? 0 : (item % nseg) * seg_len;
         xo[j] = r * sxr + n0 * sxn;
         yo[j] = r * syr + n0 * syn;
         wo[j] = r * swr + n0 * swn;
@@ -142,17 +162,17 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
       if (g + 1 < g1 && sxn == 1 && syn == 1 && (!wp || swn == 1)) {
         for (int j = 0; j < L; ++j) {
           const int64_t item = std::min(i0 + L + j, items - 1);
-          const int64_t r = item / nseg, n0 = (item % nseg) * seg_len;
+          const int64_t r = whole ? item : item / nseg, n0 = whole ? 0 : (item % nseg) * seg_len;
           next.add(xp + r * sxr + n0);
           next.add(yp + r * syr + n0);
           if (wp) next.add(wp + r * swr + n0);
         }
       }
-      std::fill(Rm.begin(), Rm.end(), P(T(0)));
       P res(T(0));
       const MatRef<P> Rref{Rm.data(), W1, 1}, Mref{M.data(), W1, 1};
-      for (int64_t q0 = 0; q0 < longest; q0 += C) {
-        const int c_rows = static_cast<int>(std::min<int64_t>(C, longest - q0));
+      // Chunk q0's x, y and weights into xs, ys and ws, lane-minor; returns whether its weights are
+      // all 1 (then ws is not written).
+      auto load_chunk = [&](int64_t q0, int c_rows) {
         // A lane whose segment ends inside the chunk adds zero rows (weight 0) after it: no change.
         bool all_live = true;
         for (int j = 0; j < L; ++j) all_live = all_live && len[j] - q0 >= c_rows;
@@ -190,41 +210,159 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
             }
           }
         }
-        // The chunk's rows M (basis values, then y; all times the weight), folded into [R | Q^T b]
-        // (lstsq.h). A width known at compile time unrolls each row's recurrence, so that the rows'
-        // chains of dependent multiplies overlap.
-        auto build_rows = [&](auto width) {
+        return unit;
+      };
+      // The loaded chunk's rows M (basis values, then y; all times the weight). A width known at
+      // compile time unrolls each row's recurrence, so that the rows' chains of dependent
+      // multiplies overlap.
+      auto build_rows = [&](auto width, int c_rows, bool unit) {
+        const int fetch_per_row = next.per_row(c_rows);
+        for (int q = 0; q < c_rows; ++q) {
+          next.fetch(fetch_per_row);
+          const P wv = unit ? P(T(1)) : P::load(ws.data() + q * L);
+          const P t = map_to_window(P::load(xs.data() + q * L), win);
+          basis_values<B, T>(t, wv, width - 1, [&](int k, const P& p) { Mref(q, k) = p; });
+          Mref(q, width - 1) = P::load(ys.data() + q * L) * wv;
+        }
+      };
+      auto chunk_rows = [&](int64_t q0) { return static_cast<int>(std::min<int64_t>(C, longest - q0)); };
+
+      // The Gram route (lstsq.h) for a group of whole curves: power and Chebyshev series in
+      // float64, whose products of basis functions are basis functions again. Pass one sums the
+      // moments S_m = sum u P_m(t) (m <= 2K - 2, u = w^2), from which the Gram matrix follows,
+      // (A^T A)_kl = S_(k+l) (power) or (S_(k+l) + S_(l-k)) / 2 (Chebyshev), with A^T b = sum u y P_k
+      // and b^T b = sum u y^2; pass two sums A^T r and r^T r for the refinement step. False where
+      // a lane's data could leave the exponent range or its condition bound exceeds the route's
+      // limit (nothing is written then): the group takes the reflections instead.
+      auto gram_solve = [&](auto width) {
+        constexpr int Kc = decltype(width)::value - 1, NM = 2 * Kc - 1;
+        P S[NM], h[Kc], bb(T(0));
+        static_for<0, NM>([&](auto m) { S[m] = P(T(0)); });
+        static_for<0, Kc>([&](auto k) { h[k] = P(T(0)); });
+        bool unit = true;
+        // Row q's t, u and y from the loaded chunk.
+        auto row = [&](int q, P& t, P& u, P& yv) {
+          t = map_to_window(P::load(xs.data() + q * L), win);
+          yv = P::load(ys.data() + q * L);
+          if (unit) {
+            u = P(T(1));
+          } else {
+            const P wv = P::load(ws.data() + q * L);
+            u = wv * wv;
+          }
+        };
+        for (int64_t q0 = 0; q0 < longest; q0 += C) {
+          const int c_rows = chunk_rows(q0);
+          unit = load_chunk(q0, c_rows);
           const int fetch_per_row = next.per_row(c_rows);
           for (int q = 0; q < c_rows; ++q) {
             next.fetch(fetch_per_row);
-            const P wv = unit ? P(T(1)) : P::load(ws.data() + q * L);
-            const P t = map_to_window(P::load(xs.data() + q * L), win);
-            basis_values<B, T>(t, wv, width - 1, [&](int k, const P& p) { Mref(q, k) = p; });
-            Mref(q, width - 1) = P::load(ys.data() + q * L) * wv;
+            P t, u, yv;
+            row(q, t, u, yv);
+            bb = fmadd(u * yv, yv, bb);
+            gram_basis_values<B, NM>(t, u, [&](auto m, const P& p) {
+              S[m] = S[m] + p;
+              if constexpr (m < Kc) h[m] = fmadd(p, yv, h[m]);
+            });
           }
-        };
-        if constexpr (U == 1) {
-          with_width<kMaxFusedWidth>(W1, [&](auto w) {
-            if constexpr (decltype(w)::value >= 2) {
-              build_rows(w);
-              qr_update_fused<T, decltype(w)::value>(Rref, Mref, c_rows, res);
+        }
+        // Each column's sum of squares where sigma_in_range keeps QR's products finite and exact
+        // enough, so are the Gram matrix's; a zero column (y = 0, say) reflects instead.
+        P g[Kc], inv[Kc], cr[Kc], rr(T(0));
+        bool in_range = sigma_in_range<T>(bb);
+        static_for<0, Kc>([&](auto k) {
+          static_for<k, Kc>([&](auto l) {
+            if constexpr (B == Basis::Power) {
+              Rref(k, l) = S[k + l];
+            } else {  // Chebyshev: T_k T_l = (T_(k+l) + T_(l-k)) / 2
+              Rref(k, l) = (S[k + l] + S[l - k]) * P(T(0.5));
             }
           });
-        } else {
-          build_rows(W1);
-          qr_update<T>(Rref, Mref, c_rows, K, res);
+          g[k] = Rref(k, k);
+          in_range = in_range && sigma_in_range<T>(g[k]);
+        });
+        if (!in_range) return false;
+        cholesky_factor<T>(Rref, K, inv);
+        // Normal equations leave an error of about cond^2 eps and one refinement step squares it:
+        // below QR's cond eps while cond^3 eps < 1. The bound overstates cond by up to a factor
+        // sqrt(K), and the 4 leaves room for the solves' own constants: cond bound < eps^(-1/3) / 4.
+        const T eps = std::numeric_limits<T>::epsilon();
+        const P limit2(T(1) / (T(16) * std::cbrt(eps * eps)));
+        if (!all_lanes(cholesky_inverse_condition2<T>(Rref, inv, g, K, MatRef<P>{Rinv.data(), K, 1}) < limit2))
+          return false;
+        cholesky_solve<T>(Rref, inv, K, h, cr);
+        static_for<0, Kc>([&](auto k) { h[k] = P(T(0)); });  // now A^T r
+        for (int64_t q0 = 0; q0 < longest; q0 += C) {
+          const int c_rows = chunk_rows(q0);
+          if (longest > C) unit = load_chunk(q0, c_rows);  // else the chunk is still the curve's
+          for (int q = 0; q < c_rows; ++q) {
+            P t, u, yv;
+            row(q, t, u, yv);
+            P fit = cr[Kc - 1];
+            if constexpr (B == Basis::Power) {  // Horner
+              static_for<1, Kc>([&](auto k) { fit = fmadd(fit, t, cr[Kc - 1 - k]); });
+            } else {  // as many operations as Clenshaw's
+              fit = P(T(0));
+              gram_basis_values<B, Kc>(t, P(T(1)), [&](auto k, const P& p) { fit = fmadd(cr[k], p, fit); });
+            }
+            const P r = yv - fit;
+            const P ur = u * r;
+            rr = fmadd(ur, r, rr);
+            gram_basis_values<B, Kc>(t, ur, [&](auto k, const P& p) { h[k] = h[k] + p; });
+          }
+        }
+        // c += (R^T R)^-1 A^T r; the residual sum of squares drops by the step's share, dc . A^T r.
+        P dc[Kc];
+        cholesky_solve<T>(Rref, inv, K, h, dc);
+        static_for<0, Kc>([&](auto k) {
+          c[k] = cr[k] + dc[k];
+          rr = fnmadd(dc[k], h[k], rr);
+        });
+        res = vmax(rr, P(T(0)));
+        return true;
+      };
+      bool gram = false;
+      if constexpr (U == 1 && (B == Basis::Power || B == Basis::Chebyshev) && std::is_same_v<T, double>) {
+        if (whole) {
+          with_width<kMaxFusedWidth>(W1, [&](auto w) {
+            if constexpr (decltype(w)::value >= 2) gram = gram_solve(w);
+          });
+        }
+      }
+
+      if (!gram) {
+        std::fill(Rm.begin(), Rm.end(), P(T(0)));
+        res = P(T(0));
+        for (int64_t q0 = 0; q0 < longest; q0 += C) {
+          const int c_rows = chunk_rows(q0);
+          const bool unit = load_chunk(q0, c_rows);
+          // The chunk's rows folded into [R | Q^T b] (lstsq.h).
+          if constexpr (U == 1) {
+            with_width<kMaxFusedWidth>(W1, [&](auto w) {
+              if constexpr (decltype(w)::value >= 2) {
+                build_rows(w, c_rows, unit);
+                qr_update_fused<T, decltype(w)::value>(Rref, Mref, c_rows, res);
+              }
+            });
+          } else {
+            build_rows(W1, c_rows, unit);
+            qr_update<T>(Rref, Mref, c_rows, K, res);
+          }
         }
       }
       if (whole) {
-        qr_back_substitute<T>(Rref, K, c.data(), 1);
-        qr_nonfinite_probe<T>(Rref, K, res).store(probe);
-        res.store(out);
-        qr_condition_bound<T>(Rref, K).store(bound);
-        for (int j = 0; j < cnt; ++j) {
-          rp[i0 + j] = out[j];
+        if (gram) {
+          // The route was taken only where the bound is far above rcond and everything finite.
+          for (int j = 0; j < cnt; ++j) ip[i0 + j] = false;
+        } else {
+          qr_back_substitute<T>(Rref, K, c.data(), 1);
+          qr_nonfinite_probe<T>(Rref, K, res).store(probe);
+          qr_condition_bound<T>(Rref, K).store(bound);
           // Finite data that QR cannot certify as full rank: the caller re-solves by SVD.
-          ip[i0 + j] = probe[j] == T(0) && !(bound[j] > rcond);
+          for (int j = 0; j < cnt; ++j) ip[i0 + j] = probe[j] == T(0) && !(bound[j] > rcond);
         }
+        res.store(out);
+        for (int j = 0; j < cnt; ++j) rp[i0 + j] = out[j];
         for (int k = 0; k < K; ++k) {
           c[k].store(out);
           for (int j = 0; j < cnt; ++j) cp[(i0 + j) * K + k] = out[j];
