@@ -225,9 +225,9 @@ C10_HOST_DEVICE inline void cholesky_solve(const MatRef<V>& R, const V* inv, int
     for (int i = 0; i < j; ++i) v = fnmadd(R(i, j), x[i], v);
     x[j] = v * inv[j];
   }
-  for (int k = K - 1; k >= 0; --k) {
+  for (int k = K - 1; k >= 0; --k) {  // x[k + 1], the newest, last: it alone waits for the row before
     V v = x[k];
-    for (int l = k + 1; l < K; ++l) v = fnmadd(R(k, l), x[l], v);
+    for (int l = K - 1; l > k; --l) v = fnmadd(R(k, l), x[l], v);
     x[k] = v * inv[k];
   }
 }
@@ -259,9 +259,9 @@ C10_HOST_DEVICE inline V cholesky_inverse_condition2(const MatRef<V>& R, const V
 // c = R^-1 Q^T b by back substitution, c[k * cs] for k < K.
 template <typename T, typename V>
 C10_HOST_DEVICE inline void qr_back_substitute(const MatRef<V>& R, int K, V* c, int64_t cs) {
-  for (int k = K - 1; k >= 0; --k) {
+  for (int k = K - 1; k >= 0; --k) {  // c[k + 1], the newest, last: it alone waits for the row before
     V v = R(k, K);
-    for (int l = k + 1; l < K; ++l) v = fnmadd(R(k, l), c[l * cs], v);
+    for (int l = K - 1; l > k; --l) v = fnmadd(R(k, l), c[l * cs], v);
     c[k * cs] = v / R(k, k);
   }
 }

@@ -236,6 +236,8 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
       // limit (nothing is written then): the group takes the reflections instead.
       auto gram_solve = [&](auto width) {
         constexpr int Kc = decltype(width)::value - 1, NM = 2 * Kc - 1;
+        // Sizes known at compile time unroll the factorisation and the solves.
+        const MatRef<P> G{Rm.data(), Kc + 1, 1}, X{Rinv.data(), Kc, 1};
         P S[NM], h[Kc], bb(T(0));
         static_for<0, NM>([&](auto m) { S[m] = P(T(0)); });
         static_for<0, Kc>([&](auto k) { h[k] = P(T(0)); });
@@ -273,24 +275,24 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         static_for<0, Kc>([&](auto k) {
           static_for<k, Kc>([&](auto l) {
             if constexpr (B == Basis::Power) {
-              Rref(k, l) = S[k + l];
+              G(k, l) = S[k + l];
             } else {  // Chebyshev: T_k T_l = (T_(k+l) + T_(l-k)) / 2
-              Rref(k, l) = (S[k + l] + S[l - k]) * P(T(0.5));
+              G(k, l) = (S[k + l] + S[l - k]) * P(T(0.5));
             }
           });
-          g[k] = Rref(k, k);
+          g[k] = G(k, k);
           in_range = in_range && sigma_in_range<T>(g[k]);
         });
         if (!in_range) return false;
-        cholesky_factor<T>(Rref, K, inv);
+        cholesky_factor<T>(G, Kc, inv);
         // Normal equations leave an error of about cond^2 eps and one refinement step squares it:
         // below QR's cond eps while cond^3 eps < 1. The bound overstates cond by up to a factor
         // sqrt(K), and the 4 leaves room for the solves' own constants: cond bound < eps^(-1/3) / 4.
         const T eps = std::numeric_limits<T>::epsilon();
         const P limit2(T(1) / (T(16) * std::cbrt(eps * eps)));
-        if (!all_lanes(cholesky_inverse_condition2<T>(Rref, inv, g, K, MatRef<P>{Rinv.data(), K, 1}) < limit2))
+        if (!all_lanes(cholesky_inverse_condition2<T>(G, inv, g, Kc, X) < limit2))
           return false;
-        cholesky_solve<T>(Rref, inv, K, h, cr);
+        cholesky_solve<T>(G, inv, Kc, h, cr);
         static_for<0, Kc>([&](auto k) { h[k] = P(T(0)); });  // now A^T r
         for (int64_t q0 = 0; q0 < longest; q0 += C) {
           const int c_rows = chunk_rows(q0);
@@ -313,7 +315,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         }
         // c += (R^T R)^-1 A^T r; the residual sum of squares drops by the step's share, dc . A^T r.
         P dc[Kc];
-        cholesky_solve<T>(Rref, inv, K, h, dc);
+        cholesky_solve<T>(G, inv, Kc, h, dc);
         static_for<0, Kc>([&](auto k) {
           c[k] = cr[k] + dc[k];
           rr = fnmadd(dc[k], h[k], rr);
