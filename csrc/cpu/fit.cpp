@@ -286,8 +286,9 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         if (!in_range) return false;
         cholesky_factor<T>(G, Kc, inv);
         // Normal equations leave an error of about cond^2 eps and one refinement step squares it:
-        // below QR's cond eps while cond^3 eps < 1. The bound overstates cond by up to a factor
-        // sqrt(K), and the 4 leaves room for the solves' own constants: cond bound < eps^(-1/3) / 4.
+        // below QR's cond eps while cond^3 eps < 1. The bound is never below cond (it overstates
+        // it by up to a factor K), and the 4 leaves room for the solves' own constants: the route
+        // needs a bound under eps^(-1/3) / 4, about 4e4 in float64.
         const T eps = std::numeric_limits<T>::epsilon();
         const P limit2(T(1) / (T(16) * std::cbrt(eps * eps)));
         if (!all_lanes(cholesky_inverse_condition2<T>(G, inv, g, Kc, X) < limit2))
