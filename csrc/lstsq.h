@@ -199,6 +199,20 @@ inline void qr_update_fused(const MatRef<V>& R, const MatRef<V>& M, int rows, V&
 // The normal equations lose cond^2 eps; the caller takes the route only where the condition bound
 // says one refinement step brings that back to QR's cond eps, and reflects otherwise.
 
+// Column j of X = R^-1 for an upper-triangular R, given columns < j of X and xjj = 1 / R_jj
+// (LAPACK's trti2). X may be R itself: column j is then inverted in place.
+template <typename T, typename V>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void upper_inverse_column(const MatRef<V>& R, const MatRef<V>& X, int j,
+                                                            const V& xjj) {
+  const V zero(T(0)), neg = zero - xjj;
+  X(j, j) = xjj;
+  for (int i = 0; i < j; ++i) {
+    V s = zero;
+    for (int l = i; l < j; ++l) s = fmadd(X(i, l), R(l, j), s);
+    X(i, j) = s * neg;
+  }
+}
+
 // In place: the Gram matrix A^T A (rows k < K, columns k .. K - 1) becomes its Cholesky factor R,
 // and inv[j] = 1 / R_jj. A non-positive pivot leaves NaN or infinity, which the condition test
 // (cholesky_inverse_condition2) reports.
@@ -239,14 +253,7 @@ template <typename T, typename V>
 C10_HOST_DEVICE inline V cholesky_inverse_condition2(const MatRef<V>& R, const V* inv, const V* g, int K,
                                                      const MatRef<V>& X) {
   const V zero(T(0));
-  for (int j = 0; j < K; ++j) {  // column j of R^-1 from columns < j (LAPACK's trti2)
-    X(j, j) = inv[j];
-    for (int i = 0; i < j; ++i) {
-      V s = zero;
-      for (int l = i; l < j; ++l) s = fmadd(X(i, l), R(l, j), s);
-      X(i, j) = zero - s * inv[j];
-    }
-  }
+  for (int j = 0; j < K; ++j) upper_inverse_column<T>(R, X, j, inv[j]);
   V sum = zero;
   for (int i = 0; i < K; ++i) {
     V row = zero;
@@ -300,13 +307,7 @@ C10_HOST_DEVICE inline V qr_condition_bound(const MatRef<V>& R, int K) {
   }
   V inv_norm2 = zero;  // ||D R^-1||_F^2
   for (int j = 0; j < K; ++j) {
-    R(j, j) = one / R(j, j);
-    const V ajj = zero - R(j, j);
-    for (int i = 0; i < j; ++i) {
-      V s = zero;
-      for (int l = i; l < j; ++l) s = fmadd(R(i, l), R(l, j), s);
-      R(i, j) = s * ajj;
-    }
+    upper_inverse_column<T>(R, R, j, one / R(j, j));
     for (int i = 0; i <= j; ++i) {
       const V e = R(i, K) * R(i, j);
       inv_norm2 = fmadd(e, e, inv_norm2);

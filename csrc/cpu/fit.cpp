@@ -3,11 +3,11 @@
 // Work items are (curve, segment) pairs: a curve longer than kSegment points is cut into equal
 // segments so that a few long curves still fill the lanes and the threads. Each lane builds its
 // item's weighted basis rows a chunk at a time in per-thread scratch (basis.h) and folds them into
-// its triangle [R | Q^T b] (lstsq.h); the batch's basis matrix is never formed. Whole curves of
-// power and Chebyshev series in float64 first try the Gram route (lstsq.h): their moments in one
-// pass, Cholesky and one refinement step, about half the time where their condition allows it. A second pass, one
+// its triangle [R | Q^T b] (lstsq.h); the batch's basis matrix is never formed. A second pass, one
 // curve per task, merges a curve's segment triangles in segment order and solves. The segment
-// split depends on N alone, so results do not depend on the number of threads.
+// split depends on N alone, so results do not depend on the number of threads. Whole curves of
+// power and Chebyshev series in float64 first try the Gram route (lstsq.h): their moments in one
+// pass, Cholesky and one refinement step, about half the time where their condition allows it.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
