@@ -148,7 +148,18 @@ def polyval(x: Tensor, coeffs: Tensor, basis: str = "power", *, domain=None, der
     else:
         t = t.expand(torch.broadcast_shapes(t.shape[:-1], c.shape[:-1]) + t.shape[-1:])
         cols = [c[..., k:k + 1] for k in range(c.shape[-1])]
-    return _clenshaw(t, cols, basis).to(out_dtype)
+    y = _clenshaw(t, cols, basis)
+    if derivative >= coeffs.shape[-1]:
+        # The series is identically zero, but still a function of x and coeffs, as the compiled op's
+        # output is: gradients (zero) reach both, and loss.backward() works on either backend.
+        # where() with a false condition keeps exact zeros even for infinite inputs.
+        y = y + _attached_zero(t) + _attached_zero(coeffs[..., :1].to(dtype))
+    return y.to(out_dtype)
+
+
+def _attached_zero(t: Tensor) -> Tensor:
+    """Zeros of t's shape that autograd connects to t (gradient zero)."""
+    return torch.where(torch.zeros_like(t, dtype=torch.bool), t, 0.0)
 
 
 def polylinear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, basis: str = "chebyshev",

@@ -177,6 +177,20 @@ def test_torch_export(device):
     assert any("polyfit" in str(n.target) for n in ep.graph.nodes)
 
 
+@pytest.mark.parametrize("impl", ["polyfit", "reference"])
+def test_derivative_beyond_the_degree_is_zero_and_still_differentiable(device, basis, impl):
+    # A degree-1 series differentiated twice is zero. On either backend the result stays a function
+    # of x and coeffs, so gradients (zero) reach both and loss.backward() works on it.
+    fn = polyfit.polyval if impl == "polyfit" else polyfit.reference.polyval
+    x, c = _leaf((3, 5), device), _leaf((3, 2), device, seed=1)
+    y = fn(x, c, basis, derivative=2)
+    assert y.requires_grad
+    torch.testing.assert_close(y, torch.zeros_like(y), rtol=0, atol=0)
+    gx, gc = torch.autograd.grad(y.sum(), (x, c))
+    torch.testing.assert_close(gx, torch.zeros_like(x), rtol=0, atol=0)
+    torch.testing.assert_close(gc, torch.zeros_like(c), rtol=0, atol=0)
+
+
 @compiled
 @pytest.mark.parametrize("grad_mode", [True, False])
 @pytest.mark.parametrize("needs", [(False, False), (True, False), (False, True), (True, True)])
