@@ -70,7 +70,10 @@ def basis_columns(t: Tensor, degree: int, basis: str) -> list[Tensor]:
 
 def features(x: Tensor, degree: int, basis: str = "power", *, domain=None, increasing: bool = True) -> Tensor:
     t, _ = map_domain(x.to(_compute_dtype(x.dtype)), domain)
-    out = torch.stack(basis_columns(t, degree, basis), dim=-1)
+    cols = basis_columns(t, degree, basis)
+    if degree == 0:  # P_0 = 1 alone: still a function of x (gradient zero), as the compiled op's output is
+        cols[0] = cols[0] + _attached_zero(t)
+    out = torch.stack(cols, dim=-1)
     if not increasing:
         out = out.flip(-1)
     return out.to(x.dtype)

@@ -191,6 +191,17 @@ def test_derivative_beyond_the_degree_is_zero_and_still_differentiable(device, b
     torch.testing.assert_close(gc, torch.zeros_like(c), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("impl", ["polyfit", "reference"])
+def test_degree_zero_features_are_ones_and_still_differentiable(device, basis, impl):
+    fn = polyfit.features if impl == "polyfit" else polyfit.reference.features
+    x = _leaf((3, 5), device)
+    f = fn(x, 0, basis)
+    assert f.requires_grad
+    torch.testing.assert_close(f, torch.ones(3, 5, 1, dtype=x.dtype, device=device), rtol=0, atol=0)
+    (gx,) = torch.autograd.grad(f.sum(), (x,))
+    torch.testing.assert_close(gx, torch.zeros_like(x), rtol=0, atol=0)
+
+
 @compiled
 @pytest.mark.parametrize("grad_mode", [True, False])
 @pytest.mark.parametrize("needs", [(False, False), (True, False), (False, True), (True, True)])
