@@ -156,7 +156,8 @@ def polyval(x: Tensor, coeffs: Tensor, basis: str = "power", *, domain=None, der
         # The series is identically zero, but still a function of x and coeffs, as the compiled op's
         # output is: gradients (zero) reach both, and loss.backward() works on either backend.
         # where() with a false condition keeps exact zeros even for infinite inputs.
-        y = y + _attached_zero(t) + _attached_zero(coeffs[..., :1].to(dtype))
+        c0 = coeffs[0] if coeffs.dim() == 1 else coeffs[..., :1]  # broadcasts as the columns do
+        y = y + _attached_zero(t) + _attached_zero(c0.to(dtype))
     return y.to(out_dtype)
 
 

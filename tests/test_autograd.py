@@ -182,13 +182,14 @@ def test_derivative_beyond_the_degree_is_zero_and_still_differentiable(device, b
     # A degree-1 series differentiated twice is zero. On either backend the result stays a function
     # of x and coeffs, so gradients (zero) reach both and loss.backward() works on it.
     fn = polyfit.polyval if impl == "polyfit" else polyfit.reference.polyval
-    x, c = _leaf((3, 5), device), _leaf((3, 2), device, seed=1)
-    y = fn(x, c, basis, derivative=2)
-    assert y.requires_grad
-    torch.testing.assert_close(y, torch.zeros_like(y), rtol=0, atol=0)
-    gx, gc = torch.autograd.grad(y.sum(), (x, c))
-    torch.testing.assert_close(gx, torch.zeros_like(x), rtol=0, atol=0)
-    torch.testing.assert_close(gc, torch.zeros_like(c), rtol=0, atol=0)
+    for xshape, cshape in [((3, 5), (3, 2)), ((3, 5), (2,)), ((), (2,))]:
+        x, c = _leaf(xshape, device), _leaf(cshape, device, seed=1)
+        y = fn(x, c, basis, derivative=2)
+        assert y.requires_grad
+        torch.testing.assert_close(y, torch.zeros_like(x), rtol=0, atol=0)  # x's shape too
+        gx, gc = torch.autograd.grad(y.sum(), (x, c))
+        torch.testing.assert_close(gx, torch.zeros_like(x), rtol=0, atol=0)
+        torch.testing.assert_close(gc, torch.zeros_like(c), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("impl", ["polyfit", "reference"])
