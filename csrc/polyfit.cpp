@@ -88,11 +88,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     const at::Tensor* xt = plain_tensor(x);
     const auto b = known_basis(basis);
     const auto d = int_in(degree, 0, polyfit::kMaxDegree);
-    const int inc = PyObject_IsTrue(increasing.ptr());
-    if (inc < 0) PyErr_Clear();
-    if (!xt || !b || !d || inc < 0 || at::impl::torch_function_mode_enabled() || !kernels_for(*xt))
+    const bool is_bool = PyBool_Check(increasing.ptr());  // anything else: the Python path's check
+    if (!xt || !b || !d || !is_bool || at::impl::torch_function_mode_enabled() || !kernels_for(*xt))
       return py::none();
-    return run_released([&] { return polyfit::features_op(*xt, *d, *b, std::nullopt, inc != 0); });
+    const bool inc = increasing.ptr() == Py_True;
+    return run_released([&] { return polyfit::features_op(*xt, *d, *b, std::nullopt, inc); });
   });
 }
 

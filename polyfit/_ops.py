@@ -62,6 +62,13 @@ def _check_int(value, name: str, low: int = 0, high: int = MAX_DEGREE) -> int:
     return value
 
 
+def _check_bool(value, name: str) -> bool:
+    # Only a bool (numpy's too): bool("no") is True, so a string must not pass as one.
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
+
+
 def _check_basis(basis) -> str:
     if not isinstance(basis, str) or basis not in BASES:
         raise ValueError(f"basis must be one of {', '.join(repr(b) for b in BASES)}; got {basis!r}")
@@ -191,9 +198,10 @@ def features(x: Tensor, degree: int, basis: str = "power", *, domain: Domain = N
     degree = _check_int(degree, "degree")
     basis = _check_basis(basis)
     domain = _check_domain(domain)
+    increasing = _check_bool(increasing, "increasing")
     if _backend.compiled_for(x):
-        return _features_op(x, degree, basis, domain, bool(increasing))
-    return reference.features(x, degree, basis, domain=domain, increasing=bool(increasing))
+        return _features_op(x, degree, basis, domain, increasing)
+    return reference.features(x, degree, basis, domain=domain, increasing=increasing)
 
 
 def polyval(x: Tensor, coeffs: Union[Tensor, Sequence[float]], basis: str = "power", *,
@@ -369,7 +377,7 @@ def polylinear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, basis: 
         if bias.device != x.device:
             raise ValueError(f"x and bias must be on the same device; got {x.device} and {bias.device}")
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1])
+    x2 = x.reshape(lead.numel(), x.shape[-1])  # (-1 cannot be inferred when in_features is 0)
     if _backend.compiled_for(x):
         y = torch.ops.polyfit.polylinear(x2, weight, bias, basis, input_map)
     else:

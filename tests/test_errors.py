@@ -36,6 +36,8 @@ CASES = [
     (lambda: polyfit.features(torch.arange(3), 2), TypeError, ["x", "floating-point"]),
     (lambda: polyfit.features(X, 2, "hermit"), ValueError, ["basis"]),
     (lambda: polyfit.features(X, 2, domain=(2.0, 2.0)), ValueError, ["domain"]),
+    (lambda: polyfit.features(X, 2, increasing="no"), TypeError, ["increasing", "bool"]),  # bool("no") is True
+    (lambda: polyfit.features(X, 2, increasing=None), TypeError, ["increasing", "bool"]),
 ]
 
 

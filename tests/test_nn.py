@@ -70,6 +70,19 @@ def test_state_dict_round_trip(device):
     assert c.weight.dtype == torch.float64 and c.weight.permute(0, 2, 1).is_contiguous()
 
 
+def test_no_input_features_gives_the_bias(device):
+    # As torch.nn.Linear(0, n): an empty sum, so y is the bias for every row, and autograd still runs.
+    m = polyfit.nn.PolyLinear(0, 3, 4, bias=True, device=device, dtype=torch.float64)
+    with torch.no_grad():
+        m.bias.copy_(torch.tensor([1.0, -2.0, 0.5]))
+    x = torch.rand(5, 0, device=device, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    torch.testing.assert_close(y, m.bias.detach().expand(5, 3))
+    y.sum().backward()
+    torch.testing.assert_close(m.bias.grad, torch.full((3,), 5.0, device=device, dtype=torch.float64))
+    assert x.grad.shape == (5, 0) and m.weight.grad.shape == (3, 0, 5)
+
+
 def test_bad_module_args():
     with pytest.raises(ValueError, match="input_map"):
         polyfit.nn.PolyLinear(3, 2, 2, input_map="sigmoid")
