@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ._ops import _check_basis, _check_domain, _check_input_map, _check_int, features, polylinear, polyval
+from ._ops import _check_basis, _check_bool, _check_domain, _check_input_map, _check_int, features, polylinear, polyval
 
 __all__ = ["Polynomial", "PolyFeatures", "PolyLinear"]
 
@@ -62,7 +62,7 @@ class PolyFeatures(nn.Module):
         self.degree = _check_int(degree, "degree")
         self.basis = _check_basis(basis)
         self.domain = _domain_tuple(domain)
-        self.increasing = bool(increasing)
+        self.increasing = _check_bool(increasing, "increasing")
 
     def forward(self, x: Tensor) -> Tensor:
         return features(x, self.degree, self.basis, domain=self.domain, increasing=self.increasing)

@@ -94,6 +94,8 @@ def test_bad_module_args():
         polyfit.nn.PolyLinear(3.5, 2, 2)
     with pytest.raises(ValueError, match="domain"):
         polyfit.nn.PolyFeatures(2, domain=(1, 1))
+    with pytest.raises(TypeError, match="increasing"):
+        polyfit.nn.PolyFeatures(2, increasing="no")
 
 
 def test_kan_trains():
