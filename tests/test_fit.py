@@ -101,11 +101,12 @@ def test_ill_conditioned_as_accurate_as_numpy():
     assert max(ours) <= 4 * max(theirs), (max(ours), max(theirs))
 
 
-@pytest.mark.parametrize("basis,degree", [("power", 5), ("power", 8), ("chebyshev", 8)])
+@pytest.mark.parametrize("basis,degree", [("power", 5), ("power", 8), ("chebyshev", 8), ("legendre", 5),
+                                          ("legendre", 10)])
 def test_gram_route_as_accurate_as_numpy(basis, degree):
-    # Power and Chebyshev series in float64 go through the normal equations on the CPU (csrc/lstsq.h,
-    # the Gram route) where their condition allows: for power series cond ~ 30 at degree 5 and ~ 500
-    # at degree 8 here. The normal equations alone would be off by cond^2 eps, cond times numpy's
+    # Power, Chebyshev and Legendre series in float64 go through the normal equations on the CPU
+    # (csrc/lstsq.h, the Gram route) where their condition allows: for power series cond ~ 30 at
+    # degree 5 and ~ 500 at degree 8 here. The normal equations alone would be off by cond^2 eps, cond times numpy's
     # error; with the refinement step the errors against the exact answer are numpy's, as for QR.
     x, y, w = _curves(48, 40, seed=20 + degree)
     f = polyfit.fit(*(torch.from_numpy(a) for a in (x, y)), degree, basis, weight=torch.from_numpy(w))
@@ -114,7 +115,7 @@ def test_gram_route_as_accurate_as_numpy(basis, degree):
     assert max(ours) <= 4 * max(theirs), (max(ours), max(theirs))
 
 
-@pytest.mark.parametrize("basis", ["power", "chebyshev"])
+@pytest.mark.parametrize("basis", ["power", "chebyshev", "legendre"])
 def test_fits_of_mixed_condition(device, basis):
     # Series of degree 6 on x in [-1, 1] (cond ~ 100 for power series) beside others on [2, 4]
     # (cond ~ 1e6 and more, too ill-conditioned for the normal equations even with a refinement
@@ -178,12 +179,12 @@ def test_float32(device):
 @pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e-25), (torch.float32, 1e-20), (torch.float32, 1e20),
                                          (torch.float64, 1e-200), (torch.float64, 1e-160), (torch.float64, 1e160),
                                          (torch.float64, 1e200)])
-@pytest.mark.parametrize("basis", ["chebyshev", "power"])
+@pytest.mark.parametrize("basis", ["chebyshev", "power", "legendre"])
 def test_weight_scale_leaves_coefficients_unchanged(device, dtype, scale, basis):
     # A common factor of the weights scales A and b alike; the coefficients do not move. The squares
     # of such weights leave the dtype's range (float32: (1e-20)^2 is subnormal, (1e20)^2 overflows),
     # so every solver path must scale its columns: the kernel's QR and the SVD of polyfit.reference;
-    # the Gram route (power, float64) must leave such curves to QR (squares of 1e-160 are subnormal).
+    # the Gram route (float64) must leave such curves to QR (squares of 1e-160 are subnormal).
     x, y, w = _curves(20, 64, seed=16)
     c_np, _ = _numpy_fits(x, y, 5, basis, w)
     t = lambda a: torch.from_numpy(a).to(device, dtype)  # noqa: E731

@@ -6,8 +6,8 @@
 // its triangle [R | Q^T b] (lstsq.h); the batch's basis matrix is never formed. A second pass, one
 // curve per task, merges a curve's segment triangles in segment order and solves. The segment
 // split depends on N alone, so results do not depend on the number of threads. Whole curves of
-// power and Chebyshev series in float64 first try the Gram route (lstsq.h): their moments in one
-// pass, Cholesky and one refinement step, about half the time where their condition allows it.
+// power, Chebyshev and Legendre series in float64 first try the Gram route (lstsq.h): their
+// moments in one pass, Cholesky and one refinement step, where their condition allows it.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -87,18 +87,51 @@ class NextChunk {
   int spans_ = 0, span_ = 0;
 };
 
-// u P_0(t) .. u P_(n-1)(t) for the Gram route's bases (basis_values' recurrences, unrolled for a
-// count known at compile time so that the sums they feed stay in registers); sink(m, value) with m
-// an integral constant.
+// The Gram route's bases: those whose products of basis functions are sums of basis functions,
+// P_k P_l = sum_r lin(k, l, r) P_(k+l-2r), so that the Gram matrix follows from the moments.
+template <Basis B>
+constexpr bool kGramBasis = B == Basis::Power || B == Basis::Chebyshev || B == Basis::Legendre;
+
+// The route's basis values V_m = P_m / gram_scale<B>(m): the monic polynomials for Legendre, whose
+// recurrence takes two operations a step where P_m's takes three (basis.h); P_m itself otherwise.
+template <Basis B>
+constexpr double gram_scale(int m) {
+  double a = 1.0;  // Legendre: A_m = prod_{j<m} (2j+1)/(j+1), P_m's leading coefficient
+  if constexpr (B == Basis::Legendre)
+    for (int j = 0; j < m; ++j) a *= double(2 * j + 1) / double(j + 1);
+  return a;
+}
+
+// lin(k, l, r) for k <= l, r <= k: powers 1 (r = 0 only); Chebyshev 1/2 at r = 0 and r = k
+// (T_k T_l = (T_(k+l) + T_(l-k)) / 2); Legendre Adams' coefficients
+// A_(k-r) A_r A_(l-r) / A_(k+l-r) (2k+2l-4r+1) / (2k+2l-2r+1), A_m = gram_scale<Legendre>(m).
+template <Basis B>
+constexpr double gram_linearisation(int k, int l, int r) {
+  if constexpr (B == Basis::Power) {
+    return r == 0 ? 1.0 : 0.0;
+  } else if constexpr (B == Basis::Chebyshev) {
+    return k == 0 ? (r == 0 ? 1.0 : 0.0) : (r == 0 || r == k) ? 0.5 : 0.0;
+  } else {
+    const auto A = gram_scale<Basis::Legendre>;
+    return A(k - r) * A(r) * A(l - r) / A(k + l - r) * double(2 * k + 2 * l - 4 * r + 1) /
+           double(2 * k + 2 * l - 2 * r + 1);
+  }
+}
+
+// u V_0(t) .. u V_(n-1)(t) (basis_values' recurrences, unrolled for a count known at compile time
+// so that the sums they feed stay in registers); sink(m, value) with m an integral constant.
 template <Basis B, int n, typename P, typename Sink>
 C10_ALWAYS_INLINE void gram_basis_values(const P& t, const P& u, Sink&& sink) {
-  static_assert(B == Basis::Power || B == Basis::Chebyshev);
+  static_assert(kGramBasis<B>);
+  using T = typename P::Vec::value_type;
   const P tt = t + t;
   P p1 = u, p2 = u;  // the two values before
   static_for<0, n>([&](auto m) {
     P p = u;
     if constexpr (m == 1 || (m > 1 && B == Basis::Power)) p = p1 * t;
     if constexpr (m > 1 && B == Basis::Chebyshev) p = fmsub(tt, p1, p2);  // T_m = 2t T_(m-1) - T_(m-2)
+    if constexpr (m > 1 && B == Basis::Legendre)  // Q_m = t Q_(m-1) - beta_(m-1) Q_(m-2)
+      p = fnmadd(P(legendre_monic_beta<T>(m - 1)), p2, p1 * t);
     sink(m, p);
     p2 = p1;
     p1 = p;
@@ -227,11 +260,11 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
       };
       auto chunk_rows = [&](int64_t q0) { return static_cast<int>(std::min<int64_t>(C, longest - q0)); };
 
-      // The Gram route (lstsq.h) for a group of whole curves: power and Chebyshev series in
-      // float64, whose products of basis functions are basis functions again. Pass one sums the
-      // moments S_m = sum u P_m(t) (m <= 2K - 2, u = w^2), from which the Gram matrix follows,
-      // (A^T A)_kl = S_(k+l) (power) or (S_(k+l) + S_(l-k)) / 2 (Chebyshev), with A^T b = sum u y P_k
-      // and b^T b = sum u y^2; pass two sums A^T r and r^T r for the refinement step. False where
+      // The Gram route (lstsq.h) for a group of whole curves: power, Chebyshev and Legendre series
+      // in float64 (kGramBasis). Pass one sums the moments S_m = sum u P_m(t) (m <= 2K - 2,
+      // u = w^2), from which the Gram matrix follows, (A^T A)_kl = sum_r lin(k, l, r) S_(k+l-2r),
+      // with A^T b = sum u y P_k and b^T b = sum u y^2; pass two sums A^T r and r^T r for the
+      // refinement step. False where
       // a lane's data could leave the exponent range or its condition bound exceeds the route's
       // limit (nothing is written then): the group takes the reflections instead.
       auto gram_solve = [&](auto width) {
@@ -270,15 +303,24 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         }
         // Each column's sum of squares where sigma_in_range keeps QR's products finite and exact
         // enough, so are the Gram matrix's; a zero column (y = 0, say) reflects instead.
+        // From the moments of V_m to those of P_m = A_m V_m (Legendre; A_m = 1 otherwise).
+        const auto to_basis = [](P* v, auto count) {
+          if constexpr (B == Basis::Legendre)
+            static_for<1, decltype(count)::value>([&](auto m) { v[m] = v[m] * P(T(gram_scale<B>(m))); });
+        };
+        to_basis(S, std::integral_constant<int, NM>{});
+        to_basis(h, std::integral_constant<int, Kc>{});
         P g[Kc], inv[Kc], cr[Kc], rr(T(0));
         bool in_range = sigma_in_range<T>(bb);
         static_for<0, Kc>([&](auto k) {
-          static_for<k, Kc>([&](auto l) {
-            if constexpr (B == Basis::Power) {
-              G(k, l) = S[k + l];
-            } else {  // Chebyshev: T_k T_l = (T_(k+l) + T_(l-k)) / 2
-              G(k, l) = (S[k + l] + S[l - k]) * P(T(0.5));
-            }
+          static_for<k, Kc>([&](auto l) {  // G(k, l) = sum_r lin(k, l, r) S_(k+l-2r)
+            P sum(T(0));
+            static_for<0, k + 1>([&](auto r) {
+              constexpr double lin = gram_linearisation<B>(k, l, r);
+              if constexpr (lin == 1.0) sum = sum + S[k + l - 2 * r];
+              else if constexpr (lin != 0.0) sum = fmadd(P(T(lin)), S[k + l - 2 * r], sum);
+            });
+            G(k, l) = sum;
           });
           g[k] = G(k, k);
           in_range = in_range && sigma_in_range<T>(g[k]);
@@ -294,6 +336,8 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         if (!all_lanes(cholesky_inverse_condition2<T>(G, inv, g, Kc, X) < limit2))
           return false;
         cholesky_solve<T>(G, inv, Kc, h, cr);
+        P crv[Kc];  // the coefficients of the V_m
+        static_for<0, Kc>([&](auto k) { crv[k] = B == Basis::Legendre ? cr[k] * P(T(gram_scale<B>(k))) : cr[k]; });
         static_for<0, Kc>([&](auto k) { h[k] = P(T(0)); });  // now A^T r
         for (int64_t q0 = 0; q0 < longest; q0 += C) {
           const int c_rows = chunk_rows(q0);
@@ -306,7 +350,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
               static_for<1, Kc>([&](auto k) { fit = fmadd(fit, t, cr[Kc - 1 - k]); });
             } else {  // as many operations as Clenshaw's
               fit = P(T(0));
-              gram_basis_values<B, Kc>(t, P(T(1)), [&](auto k, const P& p) { fit = fmadd(cr[k], p, fit); });
+              gram_basis_values<B, Kc>(t, P(T(1)), [&](auto k, const P& p) { fit = fmadd(crv[k], p, fit); });
             }
             const P r = yv - fit;
             const P ur = u * r;
@@ -314,6 +358,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
             gram_basis_values<B, Kc>(t, ur, [&](auto k, const P& p) { h[k] = h[k] + p; });
           }
         }
+        to_basis(h, std::integral_constant<int, Kc>{});
         // c += (R^T R)^-1 A^T r; the residual sum of squares drops by the step's share, dc . A^T r.
         P dc[Kc];
         cholesky_solve<T>(G, inv, Kc, h, dc);
@@ -325,7 +370,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         return true;
       };
       bool gram = false;
-      if constexpr (U == 1 && (B == Basis::Power || B == Basis::Chebyshev) && std::is_same_v<T, double>) {
+      if constexpr (U == 1 && kGramBasis<B> && std::is_same_v<T, double>) {
         if (whole) {
           with_width<kMaxFusedWidth>(W1, [&](auto w) {
             if constexpr (decltype(w)::value >= 2) gram = gram_solve(w);
