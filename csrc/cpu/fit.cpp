@@ -110,7 +110,7 @@ constexpr double gram_linearisation(int k, int l, int r) {
   if constexpr (B == Basis::Power) {
     return r == 0 ? 1.0 : 0.0;
   } else if constexpr (B == Basis::Chebyshev) {
-    return k == 0 ? (r == 0 ? 1.0 : 0.0) : (r == 0 || r == k) ? 0.5 : 0.0;
+    return k == 0 ? 1.0 : (r == 0 || r == k) ? 0.5 : 0.0;
   } else {
     const auto A = gram_scale<Basis::Legendre>;
     return A(k - r) * A(r) * A(l - r) / A(k + l - r) * double(2 * k + 2 * l - 4 * r + 1) /
@@ -264,9 +264,8 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
       // in float64 (kGramBasis). Pass one sums the moments S_m = sum u P_m(t) (m <= 2K - 2,
       // u = w^2), from which the Gram matrix follows, (A^T A)_kl = sum_r lin(k, l, r) S_(k+l-2r),
       // with A^T b = sum u y P_k and b^T b = sum u y^2; pass two sums A^T r and r^T r for the
-      // refinement step. False where
-      // a lane's data could leave the exponent range or its condition bound exceeds the route's
-      // limit (nothing is written then): the group takes the reflections instead.
+      // refinement step. False where a lane's data could leave the exponent range or its condition
+      // bound exceeds the route's limit (nothing is written then): the group takes the reflections.
       auto gram_solve = [&](auto width) {
         constexpr int Kc = decltype(width)::value - 1, NM = 2 * Kc - 1;
         // Sizes known at compile time unroll the factorisation and the solves.
@@ -301,15 +300,15 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
             });
           }
         }
-        // Each column's sum of squares where sigma_in_range keeps QR's products finite and exact
-        // enough, so are the Gram matrix's; a zero column (y = 0, say) reflects instead.
-        // From the moments of V_m to those of P_m = A_m V_m (Legendre; A_m = 1 otherwise).
+        // From the sums over V_m to those over P_m = A_m V_m (Legendre; A_m = 1 otherwise).
         const auto to_basis = [](P* v, auto count) {
           if constexpr (B == Basis::Legendre)
             static_for<1, decltype(count)::value>([&](auto m) { v[m] = v[m] * P(T(gram_scale<B>(m))); });
         };
         to_basis(S, std::integral_constant<int, NM>{});
         to_basis(h, std::integral_constant<int, Kc>{});
+        // Each column's sum of squares where sigma_in_range keeps QR's products finite and exact
+        // enough, so are the Gram matrix's; a zero column (y = 0, say) reflects instead.
         P g[Kc], inv[Kc], cr[Kc], rr(T(0));
         bool in_range = sigma_in_range<T>(bb);
         static_for<0, Kc>([&](auto k) {
@@ -336,8 +335,8 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         if (!all_lanes(cholesky_inverse_condition2<T>(G, inv, g, Kc, X) < limit2))
           return false;
         cholesky_solve<T>(G, inv, Kc, h, cr);
-        P crv[Kc];  // the coefficients of the V_m
-        static_for<0, Kc>([&](auto k) { crv[k] = B == Basis::Legendre ? cr[k] * P(T(gram_scale<B>(k))) : cr[k]; });
+        P crv[Kc];  // the fit's coefficients of the V_m
+        static_for<0, Kc>([&](auto k) { crv[k] = cr[k] * P(T(gram_scale<B>(k))); });
         static_for<0, Kc>([&](auto k) { h[k] = P(T(0)); });  // now A^T r
         for (int64_t q0 = 0; q0 < longest; q0 += C) {
           const int c_rows = chunk_rows(q0);
