@@ -222,7 +222,7 @@ add_to_preset("full", lambda devices: [
     Grid(ops=("polylinear",), bases=("chebyshev", "legendre"), dtypes=(torch.float32, torch.bfloat16),
          devices=devices, n=(256, 1024, 4096), degrees=(4, 8, 16),
          extra={"in_features": (256,), "out_features": (256,)}),
-    Grid(ops=("fit",), modes=("fwd",), bases=("power", "chebyshev"), dtypes=(torch.float64, torch.float32),
+    Grid(ops=("fit",), modes=("fwd",), bases=("power", "chebyshev", "legendre"), dtypes=(torch.float64, torch.float32),
          devices=devices, n=(64, 1024), degrees=(2, 5, 10), extra={"curves": (10000,)}),
 ])
 
