@@ -344,17 +344,24 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
           for (int q = 0; q < c_rows; ++q) {
             P t, u, yv;
             row(q, t, u, yv);
-            P fit = cr[Kc - 1];
-            if constexpr (B == Basis::Power) {  // Horner
+            if constexpr (B == Basis::Power) {
+              P fit = cr[Kc - 1];  // Horner
               static_for<1, Kc>([&](auto k) { fit = fmadd(fit, t, cr[Kc - 1 - k]); });
-            } else {  // as many operations as Clenshaw's
-              fit = P(T(0));
-              gram_basis_values<B, Kc>(t, P(T(1)), [&](auto k, const P& p) { fit = fmadd(crv[k], p, fit); });
+              const P r = yv - fit;
+              const P ur = u * r;
+              rr = fmadd(ur, r, rr);
+              gram_basis_values<B, Kc>(t, ur, [&](auto k, const P& p) { h[k] = h[k] + p; });
+            } else {  // the row's basis values once, for the fit and for A^T r
+              P v[Kc], fit(T(0));
+              gram_basis_values<B, Kc>(t, P(T(1)), [&](auto k, const P& p) {
+                v[k] = p;
+                fit = fmadd(crv[k], p, fit);
+              });
+              const P r = yv - fit;
+              const P ur = u * r;
+              rr = fmadd(ur, r, rr);
+              static_for<0, Kc>([&](auto k) { h[k] = fmadd(ur, v[k], h[k]); });
             }
-            const P r = yv - fit;
-            const P ur = u * r;
-            rr = fmadd(ur, r, rr);
-            gram_basis_values<B, Kc>(t, ur, [&](auto k, const P& p) { h[k] = h[k] + p; });
           }
         }
         to_basis(h, std::integral_constant<int, Kc>{});
