@@ -344,22 +344,23 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
           for (int q = 0; q < c_rows; ++q) {
             P t, u, yv;
             row(q, t, u, yv);
+            P v[Kc], fit;
             if constexpr (B == Basis::Power) {
-              P fit = cr[Kc - 1];  // Horner
+              fit = cr[Kc - 1];  // Horner
               static_for<1, Kc>([&](auto k) { fit = fmadd(fit, t, cr[Kc - 1 - k]); });
-              const P r = yv - fit;
-              const P ur = u * r;
-              rr = fmadd(ur, r, rr);
-              gram_basis_values<B, Kc>(t, ur, [&](auto k, const P& p) { h[k] = h[k] + p; });
             } else {  // the row's basis values once, for the fit and for A^T r
-              P v[Kc], fit(T(0));
+              fit = P(T(0));
               gram_basis_values<B, Kc>(t, P(T(1)), [&](auto k, const P& p) {
                 v[k] = p;
                 fit = fmadd(crv[k], p, fit);
               });
-              const P r = yv - fit;
-              const P ur = u * r;
-              rr = fmadd(ur, r, rr);
+            }
+            const P r = yv - fit;
+            const P ur = u * r;
+            rr = fmadd(ur, r, rr);
+            if constexpr (B == Basis::Power) {
+              gram_basis_values<B, Kc>(t, ur, [&](auto k, const P& p) { h[k] = h[k] + p; });
+            } else {
               static_for<0, Kc>([&](auto k) { h[k] = fmadd(ur, v[k], h[k]); });
             }
           }
