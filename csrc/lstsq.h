@@ -192,10 +192,11 @@ inline void qr_update_fused(const MatRef<V>& R, const MatRef<V>& M, int rows, V&
   }
 }
 
-// The Gram route (CPU kernel, float64, power, Chebyshev and Legendre bases). For a well-conditioned curve the
-// triangle [R | Q^T b] is also the Cholesky factor of the Gram matrix [A b]^T [A b] (rows k < K;
-// the corner b^T b is kept apart), whose entries are the curve's moments: one pass over the rows
-// with every sum in a register, where the reflections above reread and rewrite M once per column.
+// The Gram route (CPU kernel, float64, power, Chebyshev and Legendre bases). For a
+// well-conditioned curve the triangle [R | Q^T b] is also the Cholesky factor of the Gram matrix
+// [A b]^T [A b] (rows k < K; the corner b^T b is kept apart), whose entries follow from the curve's
+// moments: one pass over the rows with every sum in a register, where the reflections above reread
+// and rewrite M once per column.
 // The normal equations lose cond^2 eps; the caller takes the route only where the condition bound
 // says one refinement step brings that back to QR's cond eps, and reflects otherwise.
 
