@@ -8,9 +8,9 @@ Each curve r solves min_c sum_n (w[r, n] * (y[r, n] - sum_k c[k] P_k(t(x[r, n]))
 numpy.polynomial's *fit with the same w. The compiled kernels run one Householder QR per curve on
 rows built on the fly (never the batch's basis matrix); on the CPU, well-conditioned power,
 Chebyshev and Legendre fits in float64 solve their normal equations instead, with one refinement
-step that gives QR's accuracy back. A curve whose column-scaled basis matrix QR cannot certify as full rank at
-numpy's cut-off (rcond = N * eps) is re-solved by SVD, which gives numpy's minimum-norm answer, and
-a RankWarning says so. Other devices run the SVD path throughout.
+step that gives QR's accuracy back. A curve whose column-scaled basis matrix QR cannot certify as
+full rank at numpy's cut-off (rcond = N * eps) is re-solved by SVD, which gives numpy's
+minimum-norm answer, and a RankWarning says so. Other devices run the SVD path throughout.
 """
 
 from __future__ import annotations

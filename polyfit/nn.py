@@ -13,7 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ._ops import _check_basis, _check_bool, _check_domain, _check_input_map, _check_int, features, polylinear, polyval
+from ._ops import (_check_basis, _check_bool, _check_domain, _check_input_map, _check_int, features, polylinear,
+                   polyval)
 
 __all__ = ["Polynomial", "PolyFeatures", "PolyLinear"]
 

@@ -106,8 +106,9 @@ def test_ill_conditioned_as_accurate_as_numpy():
 def test_gram_route_as_accurate_as_numpy(basis, degree):
     # Power, Chebyshev and Legendre series in float64 go through the normal equations on the CPU
     # (csrc/lstsq.h, the Gram route) where their condition allows: for power series cond ~ 30 at
-    # degree 5 and ~ 500 at degree 8 here. The normal equations alone would be off by cond^2 eps, cond times numpy's
-    # error; with the refinement step the errors against the exact answer are numpy's, as for QR.
+    # degree 5 and ~ 500 at degree 8 here. The normal equations alone would be off by cond^2 eps,
+    # cond times numpy's error; with the refinement step the errors against the exact answer are
+    # numpy's, as for QR.
     x, y, w = _curves(48, 40, seed=20 + degree)
     f = polyfit.fit(*(torch.from_numpy(a) for a in (x, y)), degree, basis, weight=torch.from_numpy(w))
     ours, theirs = _errors_against_exact(x, y, w, degree, basis, f.coeffs.numpy())
