@@ -120,10 +120,25 @@ constexpr double gram_linearisation(int k, int l, int r) {
 
 // u V_0(t) .. u V_(n-1)(t) (basis_values' recurrences, unrolled for a count known at compile time
 // so that the sums they feed stay in registers); sink(m, value) with m an integral constant.
-template <Basis B, int n, typename P, typename Sink>
+// kUnit: u is 1. Powers then multiply as a tree, t^m = t^(m - 2^j) t^(2^j) with 2^j the highest
+// power of two in m: the same multiplies as the chain t^m = t t^(m-1), but at most log2(m) + 1 of
+// them deep where the chain's latency stalled the moments' pass.
+template <Basis B, int n, bool kUnit = false, typename P, typename Sink>
 C10_ALWAYS_INLINE void gram_basis_values(const P& t, const P& u, Sink&& sink) {
   static_assert(kGramBasis<B>);
   using T = typename P::Vec::value_type;
+  if constexpr (B == Basis::Power && kUnit) {
+    P v[n];
+    static_for<0, n>([&](auto m) {
+      constexpr int hi = m < 2 ? int(m) : 1 << (31 - __builtin_clz(unsigned(m)));
+      if constexpr (m == 0) v[m] = P(T(1));
+      else if constexpr (m == 1) v[m] = t;
+      else if constexpr (hi == m) v[m] = v[m / 2] * v[m / 2];
+      else v[m] = v[m - hi] * v[hi];
+      sink(m, v[m]);
+    });
+    return;
+  }
   const P tt = t + t;
   P p1 = u, p2 = u;  // the two values before
   static_for<0, n>([&](auto m) {
@@ -266,8 +281,10 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
       // with A^T b = sum u y P_k and b^T b = sum u y^2; pass two sums A^T r and r^T r for the
       // refinement step. False where a lane's data could leave the exponent range or its condition
       // bound exceeds the route's limit (nothing is written then): the group takes the reflections.
-      auto gram_solve = [&](auto width) {
+      auto gram_solve = [&](auto width, auto unit_weights) {
         constexpr int Kc = decltype(width)::value - 1, NM = 2 * Kc - 1;
+        // No weights: u = 1 in every row, known at compile time.
+        constexpr bool kUnit = decltype(unit_weights)::value;
         // Sizes known at compile time unroll the factorisation and the solves.
         const MatRef<P> G{Rm.data(), Kc + 1, 1}, X{Rinv.data(), Kc, 1};
         P S[NM], h[Kc], bb(T(0));
@@ -278,7 +295,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         auto row = [&](int q, P& t, P& u, P& yv) {
           t = map_to_window(P::load(xs.data() + q * L), win);
           yv = P::load(ys.data() + q * L);
-          if (unit) {
+          if (kUnit || unit) {
             u = P(T(1));
           } else {
             const P wv = P::load(ws.data() + q * L);
@@ -294,12 +311,17 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
             P t, u, yv;
             row(q, t, u, yv);
             bb = fmadd(u * yv, yv, bb);
-            gram_basis_values<B, NM>(t, u, [&](auto m, const P& p) {
-              S[m] = S[m] + p;
-              if constexpr (m < Kc) h[m] = fmadd(p, yv, h[m]);
+            gram_basis_values<B, NM, kUnit>(t, u, [&](auto m, const P& p) {
+              if constexpr (kUnit && m == 0) {  // V_0 = 1: S_0 is the count
+                h[0] = h[0] + yv;
+              } else {
+                S[m] = S[m] + p;
+                if constexpr (m < Kc) h[m] = fmadd(p, yv, h[m]);
+              }
             });
           }
         }
+        if constexpr (kUnit) S[0] = P(T(longest));
         // From the sums over V_m to those over P_m = A_m V_m (Legendre; A_m = 1 otherwise).
         const auto to_basis = [](P* v, auto count) {
           if constexpr (B == Basis::Legendre)
@@ -344,25 +366,17 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
           for (int q = 0; q < c_rows; ++q) {
             P t, u, yv;
             row(q, t, u, yv);
-            P v[Kc], fit;
-            if constexpr (B == Basis::Power) {
-              fit = cr[Kc - 1];  // Horner
-              static_for<1, Kc>([&](auto k) { fit = fmadd(fit, t, cr[Kc - 1 - k]); });
-            } else {  // the row's basis values once, for the fit and for A^T r
-              fit = P(T(0));
-              gram_basis_values<B, Kc>(t, P(T(1)), [&](auto k, const P& p) {
-                v[k] = p;
-                fit = fmadd(crv[k], p, fit);
-              });
-            }
+            // The row's basis values once, for the fit and for A^T r.
+            P v[Kc], fit = crv[0];
+            gram_basis_values<B, Kc, true>(t, P(T(1)), [&](auto k, const P& p) {
+              v[k] = p;
+              if constexpr (k > 0) fit = fmadd(crv[k], p, fit);
+            });
             const P r = yv - fit;
-            const P ur = u * r;
+            const P ur = kUnit ? r : u * r;
             rr = fmadd(ur, r, rr);
-            if constexpr (B == Basis::Power) {
-              gram_basis_values<B, Kc>(t, ur, [&](auto k, const P& p) { h[k] = h[k] + p; });
-            } else {
-              static_for<0, Kc>([&](auto k) { h[k] = fmadd(ur, v[k], h[k]); });
-            }
+            h[0] = h[0] + ur;
+            static_for<1, Kc>([&](auto k) { h[k] = fmadd(ur, v[k], h[k]); });
           }
         }
         to_basis(h, std::integral_constant<int, Kc>{});
@@ -380,7 +394,12 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
       if constexpr (U == 1 && kGramBasis<B> && std::is_same_v<T, double>) {
         if (whole) {
           with_width<kMaxFusedWidth>(W1, [&](auto w) {
-            if constexpr (decltype(w)::value >= 2) gram = gram_solve(w);
+            // Whole curves all have N points: without weights every row's u is 1. Powers alone
+            // have code of their own for it (their tree; measured neutral for the others).
+            if constexpr (decltype(w)::value >= 2) {
+              if (B == Basis::Power && !wp) gram = gram_solve(w, std::bool_constant<B == Basis::Power>{});
+              else gram = gram_solve(w, std::false_type{});
+            }
           });
         }
       }
