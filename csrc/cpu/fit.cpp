@@ -118,6 +118,12 @@ constexpr double gram_linearisation(int k, int l, int r) {
   }
 }
 
+constexpr int highest_power_of_two(int m) {  // in m >= 1
+  int p = 1;
+  while (2 * p <= m) p *= 2;
+  return p;
+}
+
 // u V_0(t) .. u V_(n-1)(t) (basis_values' recurrences, unrolled for a count known at compile time
 // so that the sums they feed stay in registers); sink(m, value) with m an integral constant.
 // kUnit: u is 1. Powers then multiply as a tree, t^m = t^(m - 2^j) t^(2^j) with 2^j the highest
@@ -130,7 +136,7 @@ C10_ALWAYS_INLINE void gram_basis_values(const P& t, const P& u, Sink&& sink) {
   if constexpr (B == Basis::Power && kUnit) {
     P v[n];
     static_for<0, n>([&](auto m) {
-      constexpr int hi = m < 2 ? int(m) : 1 << (31 - __builtin_clz(unsigned(m)));
+      constexpr int hi = highest_power_of_two(m);
       if constexpr (m == 0) v[m] = P(T(1));
       else if constexpr (m == 1) v[m] = t;
       else if constexpr (hi == m) v[m] = v[m / 2] * v[m / 2];
