@@ -291,7 +291,7 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
         constexpr int Kc = decltype(width)::value - 1, NM = 2 * Kc - 1;
         // No weights: u = 1 in every row, known at compile time.
         constexpr bool kUnit = decltype(unit_weights)::value;
-        // Sizes known at compile time unroll the factorisation and the solves.
+        // Sizes known at compile time keep the passes' sums in registers.
         const MatRef<P> G{Rm.data(), Kc + 1, 1}, X{Rinv.data(), Kc, 1};
         P S[NM], h[Kc], bb(T(0));
         static_for<0, NM>([&](auto m) { S[m] = P(T(0)); });
@@ -402,10 +402,10 @@ void fit_kernel(const Tensor& x, const Tensor& y, const Tensor& w, Tensor& coeff
           with_width<kMaxFusedWidth>(W1, [&](auto w) {
             // Whole curves all have N points: without weights every row's u is 1. Powers alone
             // have code of their own for it (their tree; measured neutral for the others).
-            if constexpr (decltype(w)::value >= 2) {
-              if (B == Basis::Power && !wp) gram = gram_solve(w, std::bool_constant<B == Basis::Power>{});
-              else gram = gram_solve(w, std::false_type{});
-            }
+            if constexpr (decltype(w)::value >= 2 && B == Basis::Power)
+              gram = wp ? gram_solve(w, std::false_type{}) : gram_solve(w, std::true_type{});
+            else if constexpr (decltype(w)::value >= 2)
+              gram = gram_solve(w, std::false_type{});
           });
         }
       }
