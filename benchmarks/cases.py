@@ -7,6 +7,7 @@ Peers (a peer computes exactly what polyfit computes, in another way):
                     recurrence) then `@ coeffs`; for features the stack alone
     eager_horner    an eager Horner loop (powers) or Clenshaw loop (other bases)
     compile_seed    torch.compile of seed;  compile_horner: torch.compile of eager_horner
+    compile_polyfit torch.compile of polyfit's own call: what polyfit costs inside a compiled graph
     torch_vander    torch.linalg.vander (features, powers only)
     numpy           numpy.polynomial *val / *vander on the CPU, forward only, one thread; float64
                     for float64 cases, else float32 (numpy has no bfloat16)
@@ -102,6 +103,8 @@ def polyval_peers(basis: str) -> dict:
         "eager_horner": fn_peer(eager.horner),
         "compile_seed": lambda case, inp: functools.partial(compiled(eager.seed_polyval), inp["x"], inp["coeffs"], basis),
         "compile_horner": lambda case, inp: functools.partial(compiled(eager.horner), inp["x"], inp["coeffs"], basis),
+        "compile_polyfit": lambda case, inp: functools.partial(compiled(polyfit.polyval), inp["x"], inp["coeffs"],
+                                                               basis),
         "numpy": numpy_peer,
         "reference": lambda case, inp: functools.partial(reference.polyval, inp["x"], inp["coeffs"], basis),
     }
@@ -123,6 +126,7 @@ def features_peers(basis: str, degree: int) -> dict:
         "polyfit": polyfit_peer,
         "seed": lambda case, inp: functools.partial(eager.seed_features, inp["x"], degree, basis),
         "compile_seed": lambda case, inp: functools.partial(compiled(eager.seed_features), inp["x"], degree, basis),
+        "compile_polyfit": lambda case, inp: functools.partial(compiled(polyfit.features), inp["x"], degree, basis),
         "numpy": numpy_peer,
         "reference": lambda case, inp: functools.partial(reference.features, inp["x"], degree, basis),
     }

@@ -23,8 +23,10 @@ Alone, the issue's target figures (ratios, saved and peak memory) in one run:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import sys
 
@@ -84,12 +86,20 @@ def _degree_major(w):
 
 
 def polylinear_peers(basis: str, degree: int) -> dict:
-    def polyfit_peer(case, inp):
+    def layer_of(case, inp):
         n_in, n_out = inp["x"].shape[1], inp["weight"].shape[0]
         layer = polyfit.nn.PolyLinear(n_in, n_out, degree, basis, device=case.device, dtype=case.dtype)
         with torch.no_grad():
             layer.weight.copy_(inp["weight"])
+        return layer
+
+    def polyfit_peer(case, inp):
+        layer = layer_of(case, inp)
         return Peer(functools.partial(layer, inp["x"]), wrt=[layer.weight], note=_note(case.device))
+
+    def compile_polyfit_peer(case, inp):
+        layer = layer_of(case, inp)
+        return Peer(functools.partial(torch.compile(layer, dynamic=False), inp["x"]), wrt=[layer.weight])
 
     def chebykan_peer(case, inp, fn=chebykan_layer):
         w = inp["weight"].detach().clone().requires_grad_(case.mode == "fwd+bwd")
@@ -107,8 +117,8 @@ def polylinear_peers(basis: str, degree: int) -> dict:
                     note="limit: the three GEMMs alone on a precomputed basis (grad_x not formed)",
                     compared=case.mode == "fwd")
 
-    return {"polyfit": polyfit_peer, "chebykan": chebykan_peer, "compile_chebykan": compile_peer,
-            "gemms": gemms_peer}
+    return {"polyfit": polyfit_peer, "compile_polyfit": compile_polyfit_peer, "chebykan": chebykan_peer,
+            "compile_chebykan": compile_peer, "gemms": gemms_peer}
 
 
 def _polylinear_inputs(batch, n_in, n_out, degree, dtype, device):
@@ -166,9 +176,35 @@ def _fit_inputs(curves, n, dtype, device):
     return {"x": x.to(device, dtype), "y": y.to(device, dtype)}
 
 
+@contextlib.contextmanager
+def _quiet(logger: str):
+    """Warnings of `logger` and its children held back (errors still show)."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def fit_peers(basis: str, degree: int) -> dict:
     def polyfit_peer(case, inp):
         return Peer(lambda: polyfit.fit(inp["x"], inp["y"], degree, basis).coeffs, note=_note(case.device))
+
+    def compile_polyfit_peer(case, inp):
+        fit = compiled(polyfit.fit)
+        first = [True]
+
+        def call():
+            if first[0]:  # dynamo warns of the graph break as it compiles; the note says it instead
+                first[0] = False
+                with _quiet("torch._dynamo"):
+                    return fit(inp["x"], inp["y"], degree, basis).coeffs
+            return fit(inp["x"], inp["y"], degree, basis).coeffs
+
+        return Peer(call, note="one graph break: the rank check's data-dependent branch (re-solving rank-deficient "
+                               "curves by SVD)")
 
     def numpy_peer(case, inp):
         if np is None or case.device != "cpu":
@@ -188,7 +224,8 @@ def fit_peers(basis: str, degree: int) -> dict:
     def reference_peer(case, inp):
         return lambda: reference.fit(inp["x"], inp["y"], degree, basis)[0]
 
-    return {"polyfit": polyfit_peer, "numpy_loop": numpy_peer, "torch_lstsq": lstsq_peer,
+    return {"polyfit": polyfit_peer, "compile_polyfit": compile_polyfit_peer, "numpy_loop": numpy_peer,
+            "torch_lstsq": lstsq_peer,
             "reference": reference_peer}
 
 

@@ -2,6 +2,7 @@
 registry, and one tiny end-to-end run. No timing is asserted (speed is shown by the suite itself)."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -297,7 +298,8 @@ def test_suite_smoke(tmp_path):
     assert run["machine"]["torch"] == torch.__version__ and run["machine"]["cores"] >= 1
     assert run["limits"]["cpu"]["large_copy_bandwidth_GBps"] > 0
     by_mode = {r["mode"]: r for r in run["results"]}
-    all_peers = {"polyfit", "seed", "eager_horner", "compile_seed", "compile_horner", "numpy", "reference"}
+    all_peers = {"polyfit", "seed", "eager_horner", "compile_seed", "compile_horner", "compile_polyfit", "numpy",
+                 "reference"}
     assert set(by_mode["fwd"]["peers"]) == all_peers
     assert set(by_mode["fwd+bwd"]["peers"]) == all_peers - {"numpy"}  # numpy has no backward
     for r in run["results"]:
@@ -341,6 +343,32 @@ def test_edge_cases_run_without_errors():
         if case.op == "features":
             assert r["fill_s"] > 0
             assert r["baseline_over_fill"] == pytest.approx(r["peers"]["polyfit"]["median_s"] / r["fill_s"])
+
+
+@pytest.mark.inductor
+def test_layer_and_fit_cases_run_every_peer(caplog):
+    """PolyLinear and fit, tiny: every peer runs and agrees with polyfit, torch.compile of polyfit's
+    own call included; the fit's expected graph break is a note, not a warning."""
+    grids = [Grid(ops=("polylinear",), modes=("fwd", "fwd+bwd"), bases=("chebyshev",), dtypes=(torch.float32,),
+                  n=(16,), degrees=(3,), extra={"in_features": (8,), "out_features": (4,)}),
+             Grid(ops=("fit",), modes=("fwd",), bases=("power", "legendre"), dtypes=(torch.float64,), n=(24,),
+                  degrees=(3,), extra={"curves": (10,)})]
+    limits = Limits("cpu", min_run_time=0.01)
+    cfg = RunConfig(min_run_time=0.01)
+    expected = {"polylinear": {"polyfit", "compile_polyfit", "chebykan", "compile_chebykan", "gemms"},
+                "fit": {"polyfit", "compile_polyfit", "numpy_loop", "reference"}}
+    for case in generate(grids):
+        with caplog.at_level(logging.WARNING):
+            r = run_case(case, limits, cfg)
+        peers = r["peers"]
+        want = expected[case.op] | ({"torch_lstsq"} if case.name.startswith("fit fwd power") else set())
+        assert set(peers) == want, case.name
+        assert all("error" not in p and p["median_s"] > 0 for p in peers.values()), (case.name, peers)
+        assert all(p["agrees"] for name, p in peers.items() if name != "polyfit" and "agrees" in p), (case.name, peers)
+        assert "agrees" in peers["compile_polyfit"], case.name
+        if case.op == "fit":
+            assert "graph break" in peers["compile_polyfit"]["note"]
+            assert not [rec for rec in caplog.records if "Graph break" in rec.getMessage()], case.name
 
 
 def test_a_stopped_run_leaves_the_cases_it_finished(tmp_path):
