@@ -263,6 +263,16 @@ class Limits:
         }
 
 
+def base_pages_per_fault() -> int:
+    """The most base pages one page fault can map: a transparent huge page's worth where the OS
+    offers them (polyfit asks for them for its large outputs), else 1."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
+            return max(1, int(f.read()) // os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError):
+        return 1
+
+
 def _populate_page_time(nbytes: int, min_run_time: float, huge: bool = False) -> Optional[float]:
     """Seconds per base page of mmap + MADV_POPULATE_WRITE + munmap of `nbytes`, the pages split among
     as many threads as torch uses (a kernel's output is written by all of them), in base pages or

@@ -10,7 +10,7 @@ import torch
 from torch.utils.benchmark import Measurement
 
 from .registry import Case, Peer, dtype_name
-from .roofline import Counted, Limits, roofline_time, timed_statement, timer_of
+from .roofline import Counted, Limits, base_pages_per_fault, roofline_time, timed_statement, timer_of
 
 # Agreement with the baseline, max |peer - baseline| / max |baseline| over every output: a check
 # that the peers compute the same thing. Half types get no verdict, only the figure: eager peers
@@ -227,12 +227,18 @@ def _run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
             _record_error(peers[name], e)
     del inputs, grad_out, stmts
 
-    # The limit, measured now on this device; fresh pages as the fill met them (roofline.py).
+    # The limit, measured now on this device (roofline.py). Fresh pages: those the fill met, but no
+    # more than the baseline's own faults could have mapped (one fault maps up to a huge page's
+    # worth): an output the allocator recycled for the baseline cost it no page, whatever the fill
+    # met in between.
     bw = limits.copy_bandwidth(case.bytes)
     peak = limits.fma_peak(case.compute_dtype)
     floor = limits.call_floor(case.mode, len(case.grad_inputs))
     t_mem, t_fma = case.bytes / bw, case.fmas / peak
     fresh_pages = (fill or {}).get("page_faults_per_call", 0.0)
+    baseline_faults = peers.get(case.baseline, {}).get("page_faults_per_call")
+    if fresh_pages and baseline_faults is not None:
+        fresh_pages = min(fresh_pages, baseline_faults * base_pages_per_fault())
     page_time = limits.page_time() if fresh_pages else None
     t_pages = fresh_pages * page_time if page_time else 0.0
     # The bound named is the largest term; the call floor's where it outweighs the others together.
@@ -247,6 +253,7 @@ def _run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
         "roofline_s": roofline_time(case.bytes, case.fmas, bw, peak, fresh_pages, page_time or 0.0, floor),
         "bound": bound,
         "pages_s": t_pages,
+        "roofline_pages_per_call": fresh_pages,
         "call_floor_s": floor,
         "peers": peers,
     }

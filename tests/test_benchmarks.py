@@ -16,7 +16,7 @@ import torch
 from benchmarks import eager, registry
 from benchmarks.registry import Case, Grid, Peer, fmt_count, generate, register
 from benchmarks import roofline as roofline_module
-from benchmarks.roofline import (Limits, features_bytes, features_fmas, polyval_bytes, polyval_fmas,
+from benchmarks.roofline import (Limits, base_pages_per_fault, features_bytes, features_fmas, polyval_bytes, polyval_fmas,
                                  roofline_time)
 from benchmarks.runner import RunConfig, run_case, saved_bytes
 
@@ -162,10 +162,29 @@ def test_fresh_output_pages_join_the_roofline():
     if page is None or not r.get("fill_page_faults_per_call"):
         assert r["pages_s"] == 0 and "pages" not in r["bound"]
         return
-    assert r["pages_s"] == pytest.approx(r["fill_page_faults_per_call"] * page)
+    # The fill's pages: the baseline (a fill itself) met as many.
+    pages = r["fill_page_faults_per_call"]
+    assert r["roofline_pages_per_call"] == pages > 0
+    assert r["pages_s"] == pytest.approx(pages * page)
     assert r["bound"] == "memory + pages"
     assert r["roofline_s"] == pytest.approx(r["call_floor_s"] + 4 * n / (r["bandwidth_GBps"] * 1e9) + r["pages_s"])
     assert 0 < r["call_floor_s"] == limits.call_floor("fwd")
+
+
+def test_pages_the_baseline_did_not_meet_stay_out_of_its_roofline():
+    # The baseline writes into memory it keeps; the fill's 48 MiB outputs are new pages every call
+    # (above glibc's largest mmap threshold).
+    n = 12 << 20
+    out = torch.zeros(n)
+    case = Case(op="kept_out", mode="fwd", device="cpu", dtype=torch.float32, params={"n": n},
+                make_inputs=lambda: {}, grad_inputs=(), peers={"polyfit": lambda case, inp: lambda: out.fill_(1.0)},
+                bytes=4 * n, fmas=0, fill_shape=(n,))
+    r = run_case(case, Limits("cpu", min_run_time=0.01), RunConfig(min_run_time=0.01))
+    assert r["fill_page_faults_per_call"] > n * 4 / 4096 / 2  # the fill met fresh pages
+    faults = r["peers"]["polyfit"]["page_faults_per_call"]
+    assert faults < 5
+    assert r["roofline_pages_per_call"] == min(r["fill_page_faults_per_call"], faults * base_pages_per_fault())
+    assert r["roofline_pages_per_call"] < r["fill_page_faults_per_call"] / 4
 
 
 def test_page_faults_are_counted_over_the_timed_calls(monkeypatch):
