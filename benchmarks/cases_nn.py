@@ -268,28 +268,9 @@ add_to_preset("full", lambda devices: [
 # The issue's targets, alone: python -m benchmarks.cases_nn [--threads T] [--out results/nn.json]
 
 
-def cpu_peak_bytes(stmt) -> int:
-    """Peak bytes the CPU allocator held during stmt() beyond what it held before (torch keeps no
-    CPU peak counter): the profiler's allocation events carry the allocator's running total."""
-    import tempfile
-
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = stmt()
-        del out
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            events = [e["args"] for e in json.load(f)["traceEvents"] if e.get("name") == "[memory]"]
-    if not events:
-        return 0
-    base = events[0]["Total Allocated"] - events[0]["Bytes"]
-    return max(e["Total Allocated"] for e in events) - base
-
-
 def targets(device: str = "cpu", min_run_time: float = 1.0) -> dict:
     from .roofline import Limits
-    from .runner import RunConfig, run_case
+    from .runner import RunConfig, cpu_peak_bytes, run_case
 
     limits = Limits(device, min_run_time=0.2)
     cfg = RunConfig(min_run_time=min_run_time)

@@ -38,7 +38,9 @@ def fmt_ratio(r) -> str:
 def fmt_bytes(b) -> str:
     if b is None:
         return "—"
-    return f"{b / 2**20:.3g} MiB"
+    if b < 2**10:
+        return f"{b} B"
+    return f"{b / 2**10:.3g} KiB" if b < 2**20 else f"{b / 2**20:.3g} MiB"
 
 
 def case_label(r: dict) -> str:
@@ -207,25 +209,26 @@ def markdown(run: dict) -> str:
                              + _faults(r.get("fill_page_faults_per_call")) + ")" if "fill_s" in r else "—")
             lines.append("| " + " | ".join(cells) + " |")
 
-    # Memory: autograd-saved bytes (every device) and peak allocation (CUDA).
-    bwd = [r for r in run["results"] if any("saved_bytes" in p for p in r["peers"].values())]
-    if bwd:
-        lines += ["", "## Memory in forward+backward", "",
-                  "Autograd-saved bytes (sum of the unique storages saved for backward)"
-                  + ("; on CUDA also the peak allocation during forward+backward beyond the inputs." if
-                     any("peak_bytes" in p for r in bwd for p in r["peers"].values()) else "."), ""]
-        cols = [r["baseline"] for r in bwd[:1]] + peer_columns(bwd)
-        lines.append("| case | " + " | ".join(cols) + " |")
-        lines.append("|" + "---|" * (len(cols) + 1))
-        for r in bwd:
-            cells = [f"{r['op']} {case_label(r)}"]
-            for p in cols:
-                rec = r["peers"].get(p, {})
-                cell = fmt_bytes(rec.get("saved_bytes")) if "saved_bytes" in rec else "—"
-                if "peak_bytes" in rec:
-                    cell += f" / peak {fmt_bytes(rec['peak_bytes'])}"
-                cells.append(cell)
-            lines.append("| " + " | ".join(cells) + " |")
+    # Memory: peak allocation during a call (CPU and CUDA) and, in forward+backward, autograd-saved bytes.
+    mem = [r for r in run["results"] if any("saved_bytes" in p or "peak_bytes" in p for p in r["peers"].values())]
+    if mem:
+        lines += ["", "## Memory", "",
+                  "Peak: the most bytes torch allocated during one call beyond what it held before (the outputs "
+                  "included; forward+backward: the forward, the gradients and everything between). Saved: "
+                  "autograd-saved bytes in forward+backward (the sum of the unique storages saved for backward). "
+                  "numpy's own arrays are not counted.", ""]
+        for (op, mode), rs in _group(mem).items():
+            cols = [rs[0]["baseline"]] + peer_columns(rs)
+            lines += [f"### {op} {mode}", "", "| case | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+            for r in rs:
+                cells = [case_label(r)]
+                for p in cols:
+                    rec = r["peers"].get(p, {})
+                    parts = ([f"peak {fmt_bytes(rec['peak_bytes'])}"] if "peak_bytes" in rec else []) + \
+                            ([f"saved {fmt_bytes(rec['saved_bytes'])}"] if "saved_bytes" in rec else [])
+                    cells.append(", ".join(parts) or "—")
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
 
     notes = []
     first_calls = {}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -70,7 +74,10 @@ def saved_bytes(forward) -> int:
 
 
 def peak_bytes(stmt, device: str) -> Optional[int]:
-    """CUDA only: peak allocated bytes during stmt() beyond what was allocated before."""
+    """Peak bytes torch allocated during stmt() beyond what it held before (outputs included); None
+    on a device that cannot say."""
+    if device == "cpu":
+        return cpu_peak_bytes(stmt)
     if not device.startswith("cuda"):
         return None
     torch.cuda.synchronize()
@@ -80,6 +87,29 @@ def peak_bytes(stmt, device: str) -> Optional[int]:
     torch.cuda.synchronize()
     del out
     return torch.cuda.max_memory_allocated() - base
+
+
+def cpu_peak_bytes(stmt) -> int:
+    """peak_bytes on the CPU, where torch keeps no peak counter: the profiler's allocation events
+    carry the allocator's running total."""
+    # The profiler announces every start and stop on stderr, between the suite's progress lines,
+    # unless told otherwise before its first use (6: above its loudest level).
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = stmt()
+        del out
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = sorted((e for e in json.load(f)["traceEvents"]
+                             if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0),  # 0: CPU
+                            key=lambda e: e["ts"])
+    if not events:
+        return 0
+    first = events[0]["args"]
+    base = first["Total Allocated"] - first["Bytes"]  # what was allocated before the first event
+    return max(e["args"]["Total Allocated"] for e in events) - base
 
 
 def _minor_faults() -> Optional[int]:
@@ -220,25 +250,28 @@ def _run_case(case: Case, limits: Limits, cfg: RunConfig) -> dict:
         if mean_faults(faults[name]) is not None:
             peers[name]["page_faults_per_call"] = mean_faults(faults[name])
         try:
-            pb = peak_bytes(stmt, case.device)
+            # numpy's arrays are not torch's to count
+            pb = None if name.startswith("numpy") else peak_bytes(stmt, case.device)
             if pb is not None:
                 peers[name]["peak_bytes"] = pb
         except Exception as e:
             _record_error(peers[name], e)
     del inputs, grad_out, stmts
 
-    # The limit, measured now on this device (roofline.py). Fresh pages: those the fill met, but no
-    # more than the baseline's own faults could have mapped (one fault maps up to a huge page's
-    # worth): an output the allocator recycled for the baseline cost it no page, whatever the fill
-    # met in between.
+    # The limit, measured now on this device (roofline.py). Fresh pages, in each round: those the
+    # fill met, but no more than the baseline's own faults in that round could have mapped (one
+    # fault maps up to a huge page's worth), since an output the allocator recycled for the
+    # baseline cost it no page whatever the fill met after it; then the median round's, as the
+    # times are medians (a round of fresh pages among recycled ones would move a mean, not them).
     bw = limits.copy_bandwidth(case.bytes)
     peak = limits.fma_peak(case.compute_dtype)
     floor = limits.call_floor(case.mode, len(case.grad_inputs))
     t_mem, t_fma = case.bytes / bw, case.fmas / peak
-    fresh_pages = (fill or {}).get("page_faults_per_call", 0.0)
-    baseline_faults = peers.get(case.baseline, {}).get("page_faults_per_call")
-    if fresh_pages and baseline_faults is not None:
-        fresh_pages = min(fresh_pages, baseline_faults * base_pages_per_fault())
+    fresh_pages = 0.0
+    if fill is not None and "page_faults_per_call" in fill:
+        # the fill runs right after the baseline in each round: their counts pair up
+        per_round = [min(f, b * base_pages_per_fault()) for f, b in zip(fill_faults, faults[case.baseline])]
+        fresh_pages = statistics.median(per_round)
     page_time = limits.page_time() if fresh_pages else None
     t_pages = fresh_pages * page_time if page_time else 0.0
     # The bound named is the largest term; the call floor's where it outweighs the others together.
