@@ -172,7 +172,7 @@ def markdown(run: dict) -> str:
                  "through torch.autograd.grad for forward+backward) + max(bytes / copy bandwidth at the case's "
                  "working set, FMAs / FMA peak), plus, "
                  "where the output arrives as new pages (`+ pages`), the pages the fill faulted in (no more than "
-                 "polyfit's own page faults could map) times the "
+                 "polyfit's own page faults in the same round could map; the median of the rounds) times the "
                  "OS's fastest time to hand over a zeroed page (all threads, MADV_POPULATE_WRITE, in base or "
                  "transparent huge pages, per base page), and the "
                  "share of it polyfit reaches. `fill`: time to allocate and fill a tensor of the output's size, "
