@@ -197,11 +197,11 @@ def fit_peers(basis: str, degree: int) -> dict:
         first = [True]
 
         def call():
-            if first[0]:  # dynamo warns of the graph break as it compiles; the note says it instead
-                first[0] = False
-                with _quiet("torch._dynamo"):
-                    return fit(inp["x"], inp["y"], degree, basis).coeffs
-            return fit(inp["x"], inp["y"], degree, basis).coeffs
+            # dynamo warns of the graph break as it compiles (the first call); the note says it instead
+            quiet = _quiet("torch._dynamo") if first[0] else contextlib.nullcontext()
+            first[0] = False
+            with quiet:
+                return fit(inp["x"], inp["y"], degree, basis).coeffs
 
         return Peer(call, note="one graph break: the rank check's data-dependent branch (re-solving rank-deficient "
                                "curves by SVD)")
@@ -270,7 +270,7 @@ add_to_preset("full", lambda devices: [
 
 def targets(device: str = "cpu", min_run_time: float = 1.0) -> dict:
     from .roofline import Limits
-    from .runner import RunConfig, cpu_peak_bytes, run_case
+    from .runner import RunConfig, run_case
 
     limits = Limits(device, min_run_time=0.2)
     cfg = RunConfig(min_run_time=min_run_time)
@@ -280,26 +280,13 @@ def targets(device: str = "cpu", min_run_time: float = 1.0) -> dict:
               devices=(device,), n=(1024,), degrees=(8,), extra={"in_features": (256,), "out_features": (256,)})
     (case,) = list(polylinear_cases(pl))
     r = run_case(case, limits, cfg)
-    inputs = case.make_inputs()
-    inputs["x"].requires_grad_(True)
-    peaks = {}
-    for name, factory in case.peers.items():
-        peer = factory(case, inputs)
-        if device == "cpu":
-            gy = torch.randn(1024, 256)
-
-            def stmt(peer=peer):
-                return torch.autograd.grad(peer.fn(), [inputs["x"], *peer.wrt], gy)
-
-            stmt()
-            peaks[name] = cpu_peak_bytes(stmt)
     p = r["peers"]
     x_bytes = 1024 * 256 * 4
     out["polylinear"] = {
         "case": case.name,
         "median_ms": {k: v.get("median_s", float("nan")) * 1e3 for k, v in p.items()},
         "saved_MiB": {k: v.get("saved_bytes", 0) / 2**20 for k, v in p.items()},
-        "peak_MiB": {k: v / 2**20 for k, v in peaks.items()},
+        "peak_MiB": {k: v["peak_bytes"] / 2**20 for k, v in p.items() if "peak_bytes" in v},
         "x_MiB": x_bytes / 2**20,
         "polyfit_over_gemms": p["polyfit"]["median_s"] / p["gemms"]["median_s"],
         "chebykan_over_polyfit": p["chebykan"]["median_s"] / p["polyfit"]["median_s"],
