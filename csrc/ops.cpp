@@ -1,5 +1,6 @@
 #include "ops.h"
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/ExpandUtils.h>
 #include <ATen/core/DimVector.h>
 #include <ATen/ops/empty.h>
@@ -7,12 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 #include <vector>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 namespace polyfit {
 
@@ -44,34 +40,12 @@ struct SeriesLayout {
 // 10^4 points), so a conversion that would change nothing is not called.
 at::Tensor as_type(const at::Tensor& t, at::ScalarType type) { return t.scalar_type() == type ? t : t.to(type); }
 
-// The size of a transparent huge page, 0 where the OS offers none (read once).
-size_t huge_page_bytes() {
-  static const size_t bytes = [] {
-    size_t b = 0;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    std::ifstream("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") >> b;
-#endif
-    return b;
-  }();
-  return bytes;
-}
-
-// A new output. A large CPU output is offered transparent huge pages before anything touches it,
-// as numpy does for its arrays: the OS then hands fresh memory over 2 MB at a time instead of
-// 4 KB at a time, a fault and a mapping each, which took most of a features call whose output
-// (10^6 x 9 float32, 36 MB) came fresh from the OS. Only advice: where it is refused or the
-// memory is already mapped, nothing changes.
-at::Tensor new_output(at::IntArrayRef shape, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(shape, options);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  const size_t huge = huge_page_bytes(), bytes = t.nbytes();
-  if (t.is_cpu() && huge > 0 && bytes >= 2 * huge) {
-    const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
-    const uintptr_t lo = (begin + huge - 1) / huge * huge, hi = (begin + bytes) / huge * huge;
-    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-  }
-#endif
-  return t;
+// A new output, in the device's memory for outputs where it has one (kernels.outputs: on the CPU,
+// polyfit's kept blocks for large outputs, cpu/output_cache.h).
+at::Tensor new_output(at::IntArrayRef shape, const at::TensorOptions& options, const Kernels& kernels) {
+  if (kernels.outputs == nullptr) return at::empty(shape, options);
+  return at::detail::empty_generic(shape, kernels.outputs, c10::DispatchKeySet(options.computeDispatchKey()),
+                                   c10::typeMetaToScalarType(options.dtype()), std::nullopt);
 }
 
 // A 1-D t as the kernels' one row of points (1, n), made without a dispatcher call (a reshape or
@@ -170,7 +144,7 @@ at::Tensor features(const at::Tensor& x, int64_t degree, c10::string_view basis,
   const Domain d = parse_domain(domain);
   auto shape = x.sizes().vec();
   shape.push_back(degree + 1);
-  at::Tensor out = new_output(shape, x.options());
+  at::Tensor out = new_output(shape, x.options(), kernels);
   if (out.numel() == 0) return out;
   if (x.dim() == 1) {  // already the kernels' layout: no views through the dispatcher
     kernels.features(x, out, b, d, increasing);
@@ -187,7 +161,7 @@ at::Tensor polyval(const at::Tensor& x, const at::Tensor& coeffs, c10::string_vi
   const Domain d = parse_domain(domain);
   check_derivative(derivative);
   SeriesLayout L = series_layout(x, coeffs);
-  at::Tensor y = new_output(L.out_shape, L.x.options());  // contiguous: the kernels' (R, N) rows
+  at::Tensor y = new_output(L.out_shape, L.x.options(), kernels);  // contiguous: the kernels' (R, N) rows
   if (y.numel() > 0) {
     if (derivative >= L.K) {
       y.zero_();
@@ -216,7 +190,7 @@ std::tuple<at::Tensor, at::Tensor> polyval_backward(const at::Tensor& grad, cons
   g2 = g2.dim() == 1 && L.R == 1 ? one_row(g2) : g2.reshape({L.R, L.N});
 
   at::Tensor gx2, gc2;
-  if (output_mask[0]) gx2 = new_output({L.R, L.N}, L.x.options());
+  if (output_mask[0]) gx2 = new_output({L.R, L.N}, L.x.options(), kernels);
   if (output_mask[1]) gc2 = at::empty({L.R, L.K}, L.x.options());
   if (L.R * L.N > 0) {
     // Orders at or beyond the degree vanish; the kernel computes only what is left.

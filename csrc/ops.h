@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Allocator.h>
 #include <c10/util/ArrayRef.h>
 
 #include <optional>
@@ -63,6 +64,7 @@ struct Kernels {
   FeaturesKernel features;
   SeriesKernel series;
   SeriesBackwardKernel series_backward;
+  c10::Allocator* outputs = nullptr;  // the large outputs' memory; nullptr: torch's allocator
 };
 
 at::Tensor features(const at::Tensor& x, int64_t degree, c10::string_view basis, OptDomain domain,

@@ -10,7 +10,9 @@
 from ._ops import BASES, features, polylinear, polyval
 from .fit import Fit, RankWarning, fit
 from . import nn
+from .cache import cache_info, empty_cache, set_cache_capacity
 
 __version__ = "0.1.0"
 
-__all__ = ["BASES", "features", "polyval", "polylinear", "fit", "Fit", "RankWarning", "nn", "__version__"]
+__all__ = ["BASES", "features", "polyval", "polylinear", "fit", "Fit", "RankWarning", "nn", "cache_info", "empty_cache",
+           "set_cache_capacity", "__version__"]

@@ -109,7 +109,8 @@ def test_opcheck(device, case, requires_grad):
 def test_every_polyfit_op_is_opchecked():
     names = {n.split("::")[1].split(".")[0] for n in torch._C._dispatch_get_all_op_names() if n.startswith("polyfit::")}
     covered = {op._schema.name.split("::")[1] for op, _ in _op_cases("cpu")}
-    assert names <= covered | {"polylinear", "polylinear_backward", "fit"}, names - covered
+    # _cpu_output_cache takes and returns no tensors (test_output_cache.py)
+    assert names <= covered | {"polylinear", "polylinear_backward", "fit", "_cpu_output_cache"}, names - covered
 
 
 # ---------------------------------------------------------------------------------------------

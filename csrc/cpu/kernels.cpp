@@ -22,6 +22,7 @@
 
 #include "../basis.h"
 #include "../ops.h"
+#include "output_cache.h"
 #include "pack.h"
 
 namespace polyfit::cpu {
@@ -908,7 +909,7 @@ void series_backward_cpu(const Tensor& grad, const Tensor& x, const Tensor& coef
   });
 }
 
-const Kernels kCpuKernels{&features_cpu, &series_cpu, &series_backward_cpu};
+const Kernels kCpuKernels{&features_cpu, &series_cpu, &series_backward_cpu, output_allocator()};
 
 }  // namespace
 }  // namespace polyfit::cpu
