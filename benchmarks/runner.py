@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -90,8 +91,10 @@ def peak_bytes(stmt, device: str) -> Optional[int]:
 
 
 def cpu_peak_bytes(stmt) -> int:
-    """peak_bytes on the CPU, where torch keeps no peak counter: the profiler's allocation events
-    carry the allocator's running total."""
+    """peak_bytes on the CPU, where torch keeps no peak counter: the highest running sum of the
+    profiler's allocation events (bytes allocated, negative when freed), in time order. Not their
+    "Total Allocated", which is each allocator's own count: torch's counts what it allocated while
+    profiling, polyfit's kept output memory everything it has handed out."""
     # The profiler announces every start and stop on stderr, between the suite's progress lines,
     # unless told otherwise before its first use (6: above its loudest level).
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
@@ -105,11 +108,7 @@ def cpu_peak_bytes(stmt) -> int:
             events = sorted((e for e in json.load(f)["traceEvents"]
                              if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0),  # 0: CPU
                             key=lambda e: e["ts"])
-    if not events:
-        return 0
-    first = events[0]["args"]
-    base = first["Total Allocated"] - first["Bytes"]  # what was allocated before the first event
-    return max(e["args"]["Total Allocated"] for e in events) - base
+    return max(itertools.accumulate((e["args"]["Bytes"] for e in events), initial=0))
 
 
 def _minor_faults() -> Optional[int]:

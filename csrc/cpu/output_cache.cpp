@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <list>
 #include <mutex>
 #include <string>
@@ -135,17 +136,19 @@ class OutputCache final : public c10::Allocator {
     return capacity_;
   }
 
-  // The smallest kept block that fits `bytes` with at most a quarter to spare, taken from the keep.
+  // The smallest kept block that fits `bytes` with at most a quarter to spare, the most recently
+  // freed among equals (its lines may still be in cache: two 68 MB blocks taken in turn made
+  // features D = 16 at 10^6 points 2.1 -> 4.2-5.0 ms), taken from the keep.
   Block* take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto best = kept_.end();
-    for (auto it = kept_.begin(); it != kept_.end(); ++it)
+    auto best = kept_.rend();
+    for (auto it = kept_.rbegin(); it != kept_.rend(); ++it)
       if ((*it)->bytes >= bytes && (*it)->bytes <= bytes + bytes / kSlackDivisor &&
-          (best == kept_.end() || (*it)->bytes < (*best)->bytes))
+          (best == kept_.rend() || (*it)->bytes < (*best)->bytes))
         best = it;
-    if (best == kept_.end()) return nullptr;
+    if (best == kept_.rend()) return nullptr;
     Block* b = *best;
-    kept_.erase(best);
+    kept_.erase(std::next(best).base());
     kept_bytes_ -= b->bytes;
     ++reuses_;
     return b;
