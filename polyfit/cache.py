@@ -1,11 +1,11 @@
 """The memory polyfit keeps for its large CPU outputs.
 
-An output of 2 MB or more (polyval at 5*10^5 float32 points, features at 6*10^4 x 9) is written into
-memory polyfit maps itself; when the tensor is freed polyfit keeps that memory, up to a capacity,
-for the next output of about the same size, instead of handing it back to the C library, which
-may return it to the OS so that the next output faults in and zeroes every 4 KB page again. In a
-loop of same-sized calls the outputs' pages are then mapped once. The idea of torch's CUDA caching
-allocator, bounded by a capacity:
+An output of 2 MiB or more (a float32 polyval of 2^19 = 524,288 points or more, features at degree
+8 from 58,255 points) is written into memory polyfit maps itself; when the tensor is freed polyfit
+keeps that memory, up to a capacity, for the next output of about the same size, instead of handing
+it back to the C library, which may return it to the OS so that the next output faults in and
+zeroes every 4 KB page again. In a loop of same-sized calls the outputs' pages are then mapped
+once. The idea of torch's CUDA caching allocator, bounded by a capacity:
 
     POLYFIT_CPU_CACHE_MB=256       the capacity at start-up, in MB (default 256; 0 keeps nothing)
     polyfit.cache_info()           what is kept now

@@ -235,7 +235,7 @@ c10::Allocator* output_allocator() { return &OutputCache::instance(); }
 
 }  // namespace polyfit::cpu
 
-// polyfit.empty_cache(), cache_info(), set_cache_capacity() (polyfit/_ops.py); capacity -1 keeps it.
+// polyfit.empty_cache(), cache_info(), set_cache_capacity() (polyfit/cache.py); capacity -1 keeps it.
 TORCH_LIBRARY_FRAGMENT(polyfit, m) {
   m.def("_cpu_output_cache(int capacity=-1, bool release=False) -> int[]",
         [](int64_t capacity, bool release) { return polyfit::cpu::OutputCache::instance().control(capacity, release); });
