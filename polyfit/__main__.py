@@ -8,9 +8,14 @@ import sys
 
 
 def info() -> None:
-    from . import _backend
+    from . import _backend, cache
 
-    print(json.dumps(_backend.describe(), indent=2, default=str))
+    described = _backend.describe()
+    try:
+        described["cpu_output_memory"] = cache.cache_info()  # polyfit/cache.py
+    except ValueError as e:  # an invalid POLYFIT_CPU_CACHE_MB
+        described["cpu_output_memory"] = str(e)
+    print(json.dumps(described, indent=2, default=str))
 
 
 def main(argv=None) -> int:

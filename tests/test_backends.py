@@ -121,11 +121,17 @@ def test_baseline_library_uses_no_avx_and_avx512_library_uses_full_width():
 
 def test_info_reports_backends():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("POLYFIT_CPU_CACHE_MB", None)  # the default capacity
     res = subprocess.run([sys.executable, "-m", "polyfit", "info"], capture_output=True, text=True, env=env, cwd=ROOT,
                          timeout=120, check=True)
     info = json.loads(res.stdout)
     assert info["torch"] == torch.__version__
     assert ("compiled" in info["backend"]["cpu"]) == _backend.STATE.loaded
+    assert info["cpu_output_memory"]["capacity_bytes"] == ((256 << 20) if _backend.STATE.loaded else 0)
+    res = subprocess.run([sys.executable, "-m", "polyfit", "info"], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(env, POLYFIT_CPU_CACHE_MB="x"), timeout=120, check=True)
+    if _backend.STATE.loaded:
+        assert "POLYFIT_CPU_CACHE_MB" in json.loads(res.stdout)["cpu_output_memory"]
     res = subprocess.run([sys.executable, "-m", "polyfit", "info"], capture_output=True, text=True,
                          env=dict(env, POLYFIT_FORCE_FALLBACK="1"), cwd=ROOT, timeout=120, check=True)
     forced = json.loads(res.stdout)
