@@ -1,5 +1,7 @@
-"""Large CPU outputs are offered transparent huge pages before their first write (csrc/ops.cpp),
-as numpy does for its arrays, and the values written there are the reference's."""
+"""Large CPU outputs are offered transparent huge pages before their first write
+(csrc/cpu/output_cache.cpp), as numpy does for its arrays, whether they come from the memory polyfit
+keeps for them or, with a capacity of 0, from torch's allocator; and the values written there are
+the reference's."""
 
 import sys
 from pathlib import Path
@@ -35,6 +37,13 @@ def vm_flags(address: int) -> list:
 def advised_huge(t: torch.Tensor) -> bool:
     """Whether the middle of t's memory lies in a mapping advised MADV_HUGEPAGE ("hg")."""
     return "hg" in vm_flags(t.data_ptr() + t.nbytes // 2)
+
+
+@pytest.fixture(autouse=True, params=["kept memory", "capacity 0"])
+def output_memory(request):
+    old = polyfit.set_cache_capacity(0 if request.param == "capacity 0" else 256 << 20)
+    yield
+    polyfit.set_cache_capacity(old)
 
 
 def test_large_features_output_is_advised_huge_pages_and_exact():
