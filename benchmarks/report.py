@@ -213,7 +213,8 @@ def markdown(run: dict) -> str:
     mem = [r for r in run["results"] if any("saved_bytes" in p or "peak_bytes" in p for p in r["peers"].values())]
     if mem:
         lines += ["", "## Memory", "",
-                  "Peak: the most bytes torch allocated during one call beyond what it held before (the outputs "
+                  "Peak: the most bytes allocated during one call beyond what was held before, by torch's "
+                  "allocators and in the memory polyfit keeps for its large CPU outputs (the outputs "
                   "included; forward+backward: the forward, the gradients and everything between). Saved: "
                   "autograd-saved bytes in forward+backward (the sum of the unique storages saved for backward). "
                   "numpy's own arrays are not counted.", ""]
